@@ -1,0 +1,196 @@
+//! In-memory implementations of the ports, for tests and for tools that
+//! need no persistence.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::event::{Event, FileOutcome, FileStatus, RejectedRecord};
+use crate::ports::{Checkpoints, HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, LedgerEntry, LedgerSummary, LogSource, ObjectBody, ObjectMeta, PortError, WriteReport};
+use crate::time::EpochMillis;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; go on with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Objects held in memory, keyed like a bucket.
+#[derive(Default, Clone)]
+pub struct MemorySource {
+    objects: Arc<Mutex<BTreeMap<String, (Arc<Vec<u8>>, EpochMillis)>>>,
+}
+
+impl MemorySource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces an object.
+    pub fn put(&self, key: &str, bytes: Vec<u8>, modified: EpochMillis) {
+        lock(&self.objects).insert(key.to_owned(), (Arc::new(bytes), modified));
+    }
+}
+
+struct SharedBytes(Arc<Vec<u8>>, usize);
+
+impl std::io::Read for SharedBytes {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let rest = &self.0[self.1.min(self.0.len())..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.1 += n;
+        Ok(n)
+    }
+}
+
+#[async_trait]
+impl LogSource for MemorySource {
+    fn locate(&self, key: &str) -> String {
+        format!("memory://{key}")
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, PortError> {
+        Ok(lock(&self.objects)
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (bytes, modified))| ObjectMeta { key: k.clone(), size: bytes.len() as u64, modified: *modified })
+            .collect())
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectBody, PortError> {
+        let bytes = lock(&self.objects).get(key).map(|(b, _)| b.clone()).ok_or_else(|| PortError::NotFound { what: self.locate(key) })?;
+        Ok(Box::new(SharedBytes(bytes, 0)))
+    }
+}
+
+/// A ledger in memory.
+#[derive(Default)]
+pub struct MemoryCheckpoints {
+    entries: Mutex<HashMap<String, (LedgerEntry, Vec<RejectedRecord>)>>,
+}
+
+impl MemoryCheckpoints {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl Checkpoints for MemoryCheckpoints {
+    async fn lookup(&self, keys: &[String]) -> Result<HashMap<String, LedgerEntry>, PortError> {
+        let entries = lock(&self.entries);
+        Ok(keys.iter().filter_map(|k| entries.get(k).map(|(e, _)| (k.clone(), e.clone()))).collect())
+    }
+
+    async fn record(&self, outcome: &FileOutcome, at: EpochMillis) -> Result<(), PortError> {
+        let mut entries = lock(&self.entries);
+        let attempts = entries.get(&outcome.key).map_or(0, |(e, _)| e.attempts) + 1;
+        let entry = LedgerEntry {
+            key: outcome.key.clone(),
+            kind: outcome.kind,
+            account_id: outcome.account_id.clone(),
+            region: outcome.region.clone(),
+            status: outcome.status,
+            size: outcome.size,
+            modified: outcome.modified,
+            events: outcome.events,
+            rejected: outcome.rejected.len() as u64,
+            attempts,
+            error: outcome.error.clone(),
+            processed_at: at,
+        };
+        entries.insert(outcome.key.clone(), (entry, outcome.rejected.clone()));
+        Ok(())
+    }
+
+    async fn summary(&self) -> Result<LedgerSummary, PortError> {
+        let mut summary = LedgerSummary::default();
+        for (e, _) in lock(&self.entries).values() {
+            *summary.by_status.entry(e.status).or_default() += 1;
+            summary.events += e.events;
+            summary.rejected_records += e.rejected;
+        }
+        Ok(summary)
+    }
+
+    async fn problems(&self, limit: usize) -> Result<Vec<LedgerEntry>, PortError> {
+        let mut out: Vec<LedgerEntry> = lock(&self.entries)
+            .values()
+            .filter(|(e, _)| matches!(e.status, FileStatus::Failed | FileStatus::Partial | FileStatus::Empty))
+            .map(|(e, _)| e.clone())
+            .collect();
+        out.sort_by(|a, b| b.processed_at.cmp(&a.processed_at).then_with(|| a.key.cmp(&b.key)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn rejected(&self, key: &str) -> Result<Vec<RejectedRecord>, PortError> {
+        Ok(lock(&self.entries).get(key).map(|(_, r)| r.clone()).unwrap_or_default())
+    }
+}
+
+/// Event history in memory.
+#[derive(Default)]
+pub struct MemoryHistory {
+    inner: Mutex<HistoryInner>,
+}
+
+#[derive(Default)]
+struct HistoryInner {
+    seen: HashMap<(String, String), ()>,
+    by_time: BTreeMap<HistoryCursor, Event>,
+    seq: i64,
+}
+
+impl MemoryHistory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl HistoryStore for MemoryHistory {
+    async fn append(&self, events: Vec<Event>) -> Result<WriteReport, PortError> {
+        let mut inner = lock(&self.inner);
+        let mut report = WriteReport::default();
+        for event in events {
+            if inner.seen.insert((event.account_id.clone(), event.event_id.clone()), ()).is_some() {
+                report.duplicates += 1;
+                continue;
+            }
+            inner.seq += 1;
+            let cursor = HistoryCursor { event_time: event.event_time, seq: inner.seq };
+            inner.by_time.insert(cursor, event);
+            report.inserted += 1;
+        }
+        Ok(report)
+    }
+
+    async fn page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError> {
+        let inner = lock(&self.inner);
+        let start = query.after.map_or(HistoryCursor { event_time: query.since.unwrap_or(i64::MIN), seq: i64::MIN }, |c| HistoryCursor { event_time: c.event_time, seq: c.seq + 1 });
+        let mut page = HistoryPage::default();
+        for (cursor, event) in inner.by_time.range(start..) {
+            if query.until.is_some_and(|u| event.event_time >= u) {
+                break;
+            }
+            if query.since.is_some_and(|s| event.event_time < s) || query.account.as_ref().is_some_and(|a| *a != event.account_id) {
+                continue;
+            }
+            if page.events.len() == query.limit {
+                break;
+            }
+            page.events.push(event.clone());
+            page.next = Some(*cursor);
+        }
+        if page.events.len() < query.limit {
+            page.next = None;
+        }
+        Ok(page)
+    }
+
+    async fn count(&self) -> Result<u64, PortError> {
+        Ok(lock(&self.inner).by_time.len() as u64)
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of trailwatch-core: the conformance suite against the
+//! in-memory ports, and the model and reader against fixture files.
+
+mod fixtures;
+mod memory_ports;

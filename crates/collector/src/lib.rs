@@ -1,1 +1,272 @@
-//! (being written)
+//! The collector: finds log files the ledger has not seen, reads them
+//! (stream, gunzip, parse, validate) in parallel, and hands their events to
+//! the enricher over a bounded channel, so a slow store slows reading
+//! instead of filling memory.
+//!
+//! One scan lists the source, classifies every key
+//! ([`trailwatch_core::layout::classify`]), asks the ledger which files still
+//! need work, and reads those, `workers` at a time, oldest key first. In
+//! [`Mode::Watch`] scans repeat until shutdown.
+
+mod read;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use trailwatch_core::event::{FileBatch, FileOutcome, FileStatus};
+use trailwatch_core::layout::{classify, ObjectKind, TrailKey};
+use trailwatch_core::ports::{Checkpoints, LedgerEntry, LogSource, ObjectMeta, PortError};
+use trailwatch_core::stats::PipelineStats;
+
+pub use read::{read_object, Abandoned, CHUNK_EVENTS};
+
+/// How long the collector runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One scan, then stop.
+    Once,
+    /// Scan, wait `interval`, scan again, until shutdown.
+    Watch { interval: Duration },
+}
+
+/// The collector's settings, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Files read at the same time.
+    pub workers: usize,
+    pub mode: Mode,
+    /// Only keys under this prefix are listed.
+    pub prefix: String,
+}
+
+/// What the collector reads from and records to.
+#[derive(Clone)]
+pub struct CollectorPorts {
+    pub source: Arc<dyn LogSource>,
+    pub checkpoints: Arc<dyn Checkpoints>,
+}
+
+/// A failure that stops the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("listing the trail failed: {0}")]
+    List(PortError),
+    #[error("reading the ledger failed: {0}")]
+    Ledger(PortError),
+}
+
+/// Keys the ledger lookups ask for at once.
+const LOOKUP_BATCH: usize = 1000;
+
+/// Runs the collector until its mode says stop or `shutdown` fires. On
+/// shutdown it starts no new file, lets the files in flight finish, and
+/// returns; dropping `tx` then tells the enricher that nothing more comes.
+pub async fn run(
+    config: CollectorConfig,
+    ports: CollectorPorts,
+    tx: mpsc::Sender<FileBatch>,
+    stats: Arc<PipelineStats>,
+    shutdown: CancellationToken,
+) -> Result<(), CollectorError> {
+    let mut known_final: HashSet<String> = HashSet::new();
+    loop {
+        let scan = scan(&config, &ports, &tx, &stats, &shutdown, &mut known_final).instrument(info_span!("collector.scan", prefix = %config.prefix)).await;
+        match (config.mode, scan) {
+            (Mode::Once, result) => return result,
+            (Mode::Watch { .. }, Err(e)) => warn!(error = %e, "scan failed; trying again at the next interval"),
+            (Mode::Watch { .. }, Ok(())) => {}
+        }
+        let Mode::Watch { interval } = config.mode else { return Ok(()) };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn scan(
+    config: &CollectorConfig,
+    ports: &CollectorPorts,
+    tx: &mpsc::Sender<FileBatch>,
+    stats: &Arc<PipelineStats>,
+    shutdown: &CancellationToken,
+    known_final: &mut HashSet<String>,
+) -> Result<(), CollectorError> {
+    let listed = ports.source.list(&config.prefix).await.map_err(CollectorError::List)?;
+    PipelineStats::add(&stats.objects_listed, listed.len() as u64);
+    stats.reset_skipped();
+    let mut candidates: Vec<(ObjectMeta, TrailKey)> = Vec::new();
+    for meta in listed {
+        if known_final.contains(&meta.key) {
+            continue;
+        }
+        match classify(&meta.key) {
+            Ok(key) => candidates.push((meta, key)),
+            Err(reason) => {
+                debug!(key = %meta.key, %reason, "skipped");
+                stats.skip(reason.label(), &meta.key);
+            }
+        }
+    }
+    let mut todo = Vec::new();
+    for batch in candidates.chunks(LOOKUP_BATCH) {
+        let keys: Vec<String> = batch.iter().map(|(m, _)| m.key.clone()).collect();
+        let entries = ports.checkpoints.lookup(&keys).await.map_err(CollectorError::Ledger)?;
+        for (meta, key) in batch {
+            let entry = entries.get(&meta.key);
+            if LedgerEntry::needs_work(entry, meta) {
+                todo.push((meta.clone(), key.clone()));
+            } else {
+                PipelineStats::add(&stats.files_unchanged, 1);
+                known_final.insert(meta.key.clone());
+            }
+        }
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    info!(files = todo.len(), "new files to read");
+    PipelineStats::add(&stats.files_queued, todo.len() as u64);
+    let permits = Arc::new(Semaphore::new(config.workers.max(1)));
+    let mut tasks = JoinSet::new();
+    for (meta, key) in todo {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+        };
+        let ports = ports.clone();
+        let tx = tx.clone();
+        let stats = stats.clone();
+        let span = info_span!("collector.file", key = %meta.key, account_id = %key.account_id, region = %key.region);
+        tasks.spawn(
+            async move {
+                let finished = handle_file(&ports, meta, key, tx, &stats).await;
+                drop(permit);
+                finished
+            }
+            .instrument(span),
+        );
+        while let Some(done) = tasks.try_join_next() {
+            note_finished(done, known_final);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        note_finished(done, known_final);
+    }
+    Ok(())
+}
+
+fn note_finished(done: Result<Option<(String, FileStatus)>, tokio::task::JoinError>, known_final: &mut HashSet<String>) {
+    match done {
+        Ok(Some((key, status))) if status.is_final() => {
+            known_final.insert(key);
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "a file task panicked or was cancelled"),
+    }
+}
+
+/// Reads one object and sends its batches; returns its key and status when
+/// the outcome was handed on.
+async fn handle_file(ports: &CollectorPorts, meta: ObjectMeta, key: TrailKey, tx: mpsc::Sender<FileBatch>, stats: &Arc<PipelineStats>) -> Option<(String, FileStatus)> {
+    let location = ports.source.locate(&meta.key);
+    let outcome = if key.kind == ObjectKind::Digest {
+        PipelineStats::add(&stats.digests, 1);
+        FileOutcome {
+            key: meta.key.clone(),
+            kind: key.kind,
+            account_id: key.account_id.clone(),
+            region: key.region.clone(),
+            size: meta.size,
+            modified: meta.modified,
+            status: FileStatus::Digest,
+            events: 0,
+            bytes: 0,
+            rejected: vec![],
+            error: None,
+        }
+    } else {
+        let body = match ports.source.open(&meta.key).await {
+            Ok(body) => body,
+            Err(e) => {
+                warn!(object = %location, error = %e, "could not open the file");
+                let outcome = failed_outcome(&meta, &key, format!("could not open: {e}"));
+                count_outcome(stats, &outcome, 0);
+                return send_outcome(&tx, outcome).await;
+            }
+        };
+        let tx_events = tx.clone();
+        let shared_key: Arc<str> = meta.key.as_str().into();
+        let stats_in = stats.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            read_object(&shared_key, &key, &meta, body, &mut |events| {
+                PipelineStats::add(&stats_in.events_parsed, events.len() as u64);
+                tx_events.blocking_send(FileBatch::Events { key: shared_key.clone(), events }).is_ok()
+            })
+        })
+        .await;
+        match read {
+            Ok(Ok((outcome, compressed))) => {
+                count_outcome(stats, &outcome, compressed);
+                if let Some(error) = &outcome.error {
+                    match outcome.status {
+                        FileStatus::Failed => warn!(object = %location, %error, events_kept = outcome.events, "file failed"),
+                        _ => warn!(object = %location, status = %outcome.status, %error, "file read with problems"),
+                    }
+                }
+                outcome
+            }
+            Ok(Err(Abandoned)) => {
+                debug!(object = %location, "abandoned at shutdown; it will be read again");
+                return None;
+            }
+            Err(e) => {
+                warn!(object = %location, error = %e, "reading the file panicked");
+                return None;
+            }
+        }
+    };
+    send_outcome(&tx, outcome).await
+}
+
+fn failed_outcome(meta: &ObjectMeta, key: &TrailKey, error: String) -> FileOutcome {
+    FileOutcome {
+        key: meta.key.clone(),
+        kind: key.kind,
+        account_id: key.account_id.clone(),
+        region: key.region.clone(),
+        size: meta.size,
+        modified: meta.modified,
+        status: FileStatus::Failed,
+        events: 0,
+        bytes: 0,
+        rejected: vec![],
+        error: Some(error),
+    }
+}
+
+fn count_outcome(stats: &PipelineStats, outcome: &FileOutcome, compressed: u64) {
+    PipelineStats::add(&stats.files_read, 1);
+    PipelineStats::add(&stats.bytes_compressed, compressed);
+    PipelineStats::add(&stats.bytes_uncompressed, outcome.bytes);
+    PipelineStats::add(&stats.events_rejected, outcome.rejected.len() as u64);
+    let counter = match outcome.status {
+        FileStatus::Done => &stats.files_done,
+        FileStatus::Partial => &stats.files_partial,
+        FileStatus::Empty => &stats.files_empty,
+        FileStatus::Failed => &stats.files_failed,
+        FileStatus::Digest => return,
+    };
+    PipelineStats::add(counter, 1);
+}
+
+async fn send_outcome(tx: &mpsc::Sender<FileBatch>, outcome: FileOutcome) -> Option<(String, FileStatus)> {
+    let done = (outcome.key.clone(), outcome.status);
+    tx.send(FileBatch::Finished(outcome)).await.ok().map(|()| done)
+}

@@ -204,3 +204,13 @@ mod tests {
         assert_eq!(e.account_id, "111122223333");
     }
 }
+
+/// What the collector hands the enricher in process: a file's events in
+/// chunks, in order, then the file's outcome. Chunks keep memory flat
+/// however large a file is; the outcome comes last so the ledger records a
+/// file only after all of its events are stored.
+#[derive(Debug)]
+pub enum FileBatch {
+    Events { key: std::sync::Arc<str>, events: Vec<Event> },
+    Finished(FileOutcome),
+}

@@ -9,9 +9,10 @@ pub mod memory;
 pub mod model;
 pub mod ports;
 pub mod reader;
+pub mod stats;
 pub mod time;
 pub mod view;
 
-pub use event::{Event, FileOutcome, FileStatus, RecordError, RejectedRecord};
+pub use event::{Event, FileBatch, FileOutcome, FileStatus, RecordError, RejectedRecord};
 pub use layout::{classify, ObjectKind, SkipReason, TrailKey};
 pub use ports::{Checkpoints, HistoryStore, LogSource, PortError};

@@ -1,1 +1,145 @@
-//! (being written)
+//! The enricher: takes each file's events from the collector and stores
+//! them, then records the file in the ledger. Identity resolution, rules and
+//! alerts (later issues) plug in between the two.
+//!
+//! Order is the invariant: a file's outcome is recorded only after every one
+//! of its events is stored, so a crash in between means the file is read
+//! again, and the idempotent history write makes that harmless. Messages are
+//! coalesced (up to [`EnricherConfig::max_batch_events`]) into one store
+//! write, outcomes held back until the write that carries their events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info_span, warn, Instrument};
+
+use trailwatch_core::event::{Event, FileBatch, FileOutcome, FileStatus};
+use trailwatch_core::ports::{Checkpoints, HistoryStore, PortError};
+use trailwatch_core::stats::PipelineStats;
+use trailwatch_core::time::EpochMillis;
+
+/// The enricher's settings.
+#[derive(Debug, Clone)]
+pub struct EnricherConfig {
+    /// Events gathered into one history write at most.
+    pub max_batch_events: usize,
+    /// Attempts for a store call that fails with a retryable error.
+    pub attempts: u32,
+    /// First retry delay; doubled each attempt, with jitter.
+    pub retry_base: Duration,
+}
+
+impl Default for EnricherConfig {
+    fn default() -> Self {
+        EnricherConfig { max_batch_events: 4000, attempts: 5, retry_base: Duration::from_millis(100) }
+    }
+}
+
+/// What the enricher writes to.
+#[derive(Clone)]
+pub struct EnricherPorts {
+    pub history: Arc<dyn HistoryStore>,
+    pub checkpoints: Arc<dyn Checkpoints>,
+}
+
+fn now_ms() -> EpochMillis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as EpochMillis)
+}
+
+/// Calls `op` until it succeeds, fails permanently, or runs out of attempts.
+async fn with_retries<T, F, Fut>(config: &EnricherConfig, what: &str, mut op: F) -> Result<T, PortError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PortError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() && attempt < config.attempts => {
+                let backoff = config.retry_base * 2u32.saturating_pow(attempt - 1);
+                // Jitter from the clock's sub-millisecond digits: enough to spread retries.
+                let jitter = Duration::from_micros(u64::from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_micros())) % (backoff.as_micros() as u64 + 1));
+                warn!(%what, attempt, error = %e, "retrying");
+                tokio::time::sleep(backoff / 2 + jitter / 2).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs until the collector's side of the channel is closed and everything
+/// received is stored and recorded. `shutdown` is not a reason to drop work
+/// already received: the collector stops sending on shutdown, and this loop
+/// drains what is left.
+pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Receiver<FileBatch>, stats: Arc<PipelineStats>, shutdown: CancellationToken) {
+    let mut failed: HashMap<Arc<str>, String> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        let mut events: Vec<Event> = Vec::new();
+        let mut keys: Vec<Arc<str>> = Vec::new();
+        let mut outcomes: Vec<FileOutcome> = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                FileBatch::Events { key, events: mut chunk } => {
+                    if keys.last() != Some(&key) {
+                        keys.push(key);
+                    }
+                    if events.is_empty() {
+                        events = chunk;
+                    } else {
+                        events.append(&mut chunk);
+                    }
+                }
+                FileBatch::Finished(outcome) => outcomes.push(outcome),
+            }
+            if events.len() < config.max_batch_events {
+                next = rx.try_recv().ok();
+            }
+        }
+        let span = info_span!("enricher.batch", events = events.len(), files = outcomes.len());
+        async {
+            if !events.is_empty() {
+                let count = events.len() as u64;
+                let mut pending = Some(events);
+                let result = with_retries(&config, "history append", || {
+                    let batch = pending.take().unwrap_or_default();
+                    let history = ports.history.clone();
+                    async move { history.append(batch).await }
+                })
+                .await;
+                match result {
+                    Ok(report) => {
+                        PipelineStats::add(&stats.events_stored, report.inserted);
+                        PipelineStats::add(&stats.events_duplicate, report.duplicates);
+                    }
+                    Err(e) => {
+                        error!(error = %e, events = count, "storing events failed; their files will be read again");
+                        for key in &keys {
+                            failed.insert(key.clone(), format!("storing its events failed: {e}"));
+                        }
+                    }
+                }
+            }
+            for mut outcome in outcomes {
+                if let Some(reason) = failed.remove(outcome.key.as_str()) {
+                    outcome.status = FileStatus::Failed;
+                    outcome.error = Some(reason);
+                }
+                let at = now_ms();
+                if let Err(e) = with_retries(&config, "ledger record", || ports.checkpoints.record(&outcome, at)).await {
+                    error!(key = %outcome.key, error = %e, "recording the file in the ledger failed; it will be read again");
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        if shutdown.is_cancelled() && rx.is_closed() && rx.is_empty() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Reading one log file: decompress, stream its records, validate each, and
+//! hand the accepted events on in chunks. Pure apart from the reader it is
+//! given, so every bad-input case is tested without a store.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use trailwatch_core::event::{Event, FileOutcome, FileStatus, RejectedRecord, REJECT_KEEP_BYTES};
+use trailwatch_core::layout::TrailKey;
+use trailwatch_core::ports::ObjectMeta;
+use trailwatch_core::reader::{decode, ReadError, RecordReader};
+
+/// Events per chunk sent to the enricher.
+pub const CHUNK_EVENTS: usize = 1000;
+
+/// The receiving side went away (shutdown); the file was not finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Abandoned;
+
+/// Counts a reader kept while reading, to report throughput.
+struct Counting<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads one log or insight file. Accepted events go to `send` in chunks of
+/// [`CHUNK_EVENTS`] (it returns false when the receiver is gone); rejected
+/// records and read errors end up in the returned outcome.
+pub fn read_object(
+    key: &Arc<str>,
+    trail_key: &TrailKey,
+    meta: &ObjectMeta,
+    body: impl Read + Send,
+    send: &mut dyn FnMut(Vec<Event>) -> bool,
+) -> Result<(FileOutcome, u64), Abandoned> {
+    let mut outcome = FileOutcome {
+        key: key.to_string(),
+        kind: trail_key.kind,
+        account_id: trail_key.account_id.clone(),
+        region: trail_key.region.clone(),
+        size: meta.size,
+        modified: meta.modified,
+        status: FileStatus::Done,
+        events: 0,
+        bytes: 0,
+        rejected: Vec::new(),
+        error: None,
+    };
+    let mut counted = Counting { inner: body, bytes: 0 };
+    let decoded = match decode(&mut counted) {
+        Ok(d) => d,
+        Err(e) => {
+            outcome.status = FileStatus::Failed;
+            outcome.error = Some(format!("read failed: {e}"));
+            return Ok((outcome, 0));
+        }
+    };
+    let mut reader = RecordReader::new(decoded);
+    let mut chunk = Vec::with_capacity(CHUNK_EVENTS);
+    let error = loop {
+        match reader.next_record() {
+            Ok(Some(record)) => match Event::from_record(record.index, record.bytes, &trail_key.account_id) {
+                Ok(event) => {
+                    chunk.push(event);
+                    if chunk.len() == CHUNK_EVENTS {
+                        outcome.events += CHUNK_EVENTS as u64;
+                        if !send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_EVENTS))) {
+                            return Err(Abandoned);
+                        }
+                    }
+                }
+                Err(error) => {
+                    let keep = record.bytes.len().min(REJECT_KEEP_BYTES);
+                    outcome.rejected.push(RejectedRecord { error, raw: String::from_utf8_lossy(&record.bytes[..keep]).into_owned() });
+                }
+            },
+            Ok(None) => break None,
+            Err(e) => break Some(e),
+        }
+    };
+    outcome.bytes = reader.bytes_read();
+    let records = reader.records();
+    drop(reader);
+    if !chunk.is_empty() {
+        outcome.events += chunk.len() as u64;
+        if !send(chunk) {
+            return Err(Abandoned);
+        }
+    }
+    outcome.status = match (&error, records, outcome.rejected.is_empty()) {
+        (Some(_), _, _) => FileStatus::Failed,
+        (None, 0, _) => FileStatus::Empty,
+        (None, _, true) => FileStatus::Done,
+        (None, _, false) => FileStatus::Partial,
+    };
+    outcome.error = match error {
+        Some(ReadError::Truncated { offset }) if records > 0 => Some(format!("the data ends unexpectedly at byte {offset} after {records} records (truncated file); the records before it were kept")),
+        Some(e) => Some(e.to_string()),
+        None if records == 0 => Some("the file holds no records".to_owned()),
+        None if !outcome.rejected.is_empty() => Some(format!("{} of {records} records rejected; first: {}", outcome.rejected.len(), outcome.rejected[0].error)),
+        None => None,
+    };
+    Ok((outcome, counted.bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use trailwatch_core::layout::classify;
+
+    const KEY: &str = "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz";
+
+    fn record(id: &str) -> String {
+        format!(r#"{{"eventVersion":"1.09","eventTime":"2024-01-15T12:01:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","awsRegion":"us-east-1","eventID":"{id}","recipientAccountId":"111122223333"}}"#)
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    fn read(bytes: &[u8]) -> (FileOutcome, Vec<Event>, usize) {
+        let key: Arc<str> = KEY.into();
+        let meta = ObjectMeta { key: KEY.into(), size: bytes.len() as u64, modified: 0 };
+        let mut events = Vec::new();
+        let mut chunks = 0;
+        let (outcome, _) = read_object(&key, &classify(KEY).unwrap(), &meta, bytes, &mut |chunk| {
+            chunks += 1;
+            events.extend(chunk);
+            true
+        })
+        .unwrap();
+        (outcome, events, chunks)
+    }
+
+    #[test]
+    fn a_good_file_is_done_and_sent_in_chunks() {
+        let records: Vec<String> = (0..2500).map(|i| record(&format!("e{i}"))).collect();
+        let (outcome, events, chunks) = read(&gzip(format!(r#"{{"Records":[{}]}}"#, records.join(",")).as_bytes()));
+        assert_eq!((outcome.status, outcome.events, outcome.error), (FileStatus::Done, 2500, None));
+        assert_eq!((events.len(), chunks), (2500, 3));
+        assert_eq!(events[2499].raw, records[2499]);
+    }
+
+    #[test]
+    fn bad_records_are_rejected_and_kept_while_the_rest_is_stored() {
+        let body = format!(r#"{{"Records":[{},{{"eventID":"broken","eventTime":"2024-01-15T12:01:00Z"}},{}]}}"#, record("a"), record("b"));
+        let (outcome, events, _) = read(body.as_bytes());
+        assert_eq!(outcome.status, FileStatus::Partial);
+        assert_eq!(events.len(), 2);
+        assert_eq!(outcome.rejected.len(), 1);
+        assert_eq!(outcome.rejected[0].error.to_string(), "record 1 (eventID broken): missing field `eventSource`");
+        assert!(outcome.rejected[0].raw.contains("broken"));
+        assert_eq!(outcome.error.as_deref(), Some("1 of 3 records rejected; first: record 1 (eventID broken): missing field `eventSource`"));
+    }
+
+    #[test]
+    fn a_truncated_file_fails_but_keeps_what_came_before() {
+        let full = gzip(format!(r#"{{"Records":[{},{}]}}"#, record("a"), record("b")).as_bytes());
+        let (outcome, _, _) = read(&full[..full.len() - 12]);
+        assert_eq!(outcome.status, FileStatus::Failed);
+        assert!(outcome.error.as_deref().unwrap_or_default().contains("truncated"), "{:?}", outcome.error);
+        let plain = format!(r#"{{"Records":[{},{}"#, record("a"), &record("b")[..40]);
+        let (outcome, events, _) = read(plain.as_bytes());
+        assert_eq!((outcome.status, events.len()), (FileStatus::Failed, 1));
+        assert!(outcome.error.unwrap().contains("after 1 records (truncated file); the records before it were kept"));
+    }
+
+    #[test]
+    fn unreadable_inputs_fail_with_their_reason() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"", "the object is empty (0 bytes)"),
+            (&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xde, 0xad, 0xbe, 0xef, 0xff, 0xff], "read failed"),
+            (br#"{"Records": 7}"#, "Records must be an array"),
+            (b"[1,2,3]", "not a CloudTrail log file: expected '{', found '['"),
+        ];
+        for (body, reason) in cases {
+            let (outcome, events, _) = read(body);
+            assert_eq!(outcome.status, FileStatus::Failed, "{reason}");
+            assert!(events.is_empty());
+            assert!(outcome.error.as_deref().unwrap_or_default().contains(reason), "expected {reason:?} in {:?}", outcome.error);
+        }
+    }
+
+    #[test]
+    fn an_empty_records_array_is_recorded_as_empty() {
+        let (outcome, _, _) = read(&gzip(br#"{"Records":[]}"#));
+        assert_eq!((outcome.status, outcome.error.as_deref()), (FileStatus::Empty, Some("the file holds no records")));
+    }
+
+    #[test]
+    fn a_gone_receiver_abandons_the_file() {
+        let records: Vec<String> = (0..1500).map(|i| record(&format!("e{i}"))).collect();
+        let body = format!(r#"{{"Records":[{}]}}"#, records.join(","));
+        let key: Arc<str> = KEY.into();
+        let meta = ObjectMeta { key: KEY.into(), size: 0, modified: 0 };
+        let result = read_object(&key, &classify(KEY).unwrap(), &meta, body.as_bytes(), &mut |_| false);
+        assert_eq!(result.err(), Some(Abandoned));
+    }
+}

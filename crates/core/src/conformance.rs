@@ -87,7 +87,7 @@ fn outcome(key: &str, status: FileStatus, events: u64) -> FileOutcome {
 pub async fn checkpoints(ledger: &dyn Checkpoints) {
     let a = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/a.json.gz".to_owned();
     let b = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/b.json.gz".to_owned();
-    assert!(ledger.lookup(&[a.clone()]).await.expect("lookup").is_empty(), "an unknown key has no entry");
+    assert!(ledger.lookup(std::slice::from_ref(&a)).await.expect("lookup").is_empty(), "an unknown key has no entry");
 
     ledger.record(&outcome(&a, FileStatus::Done, 120), 10).await.expect("record");
     let mut failed = outcome(&b, FileStatus::Failed, 3);
@@ -112,7 +112,7 @@ pub async fn checkpoints(ledger: &dyn Checkpoints) {
     assert_eq!(problems.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), vec![b.as_str()]);
 
     ledger.record(&outcome(&b, FileStatus::Done, 200), 30).await.expect("record again");
-    let entry = &ledger.lookup(&[b.clone()]).await.expect("lookup")[&b];
+    let entry = &ledger.lookup(std::slice::from_ref(&b)).await.expect("lookup")[&b];
     assert_eq!((entry.status, entry.events, entry.attempts, entry.error.as_deref()), (FileStatus::Done, 200, 2, None), "a retry replaces the outcome and counts the attempt");
     assert!(ledger.rejected(&b).await.expect("rejected").is_empty(), "a clean retry clears the old rejects");
 

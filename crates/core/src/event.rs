@@ -48,8 +48,8 @@ impl fmt::Display for RecordError {
     }
 }
 
-fn required<'v>(field: &'v Option<std::borrow::Cow<'_, str>>, name: &str) -> Result<&'v str, String> {
-    match field.as_deref() {
+fn required<'v>(field: Option<&'v str>, name: &str) -> Result<&'v str, String> {
+    match field {
         Some(v) if !v.is_empty() => Ok(v),
         _ => Err(format!("missing field `{name}`")),
     }
@@ -69,10 +69,12 @@ impl Event {
         let event_id = view.event_id.as_deref().filter(|s| !s.is_empty());
         let fail = |reason: String| RecordError { index, event_id: event_id.map(str::to_owned), reason };
         let event_id = event_id.ok_or_else(|| fail("missing field `eventID`".into()))?;
-        let time_text = required(&view.event_time, "eventTime").map_err(fail)?;
+        let time_text = required(view.event_time.as_deref().or(view.export_timestamp.as_deref()), "eventTime").map_err(fail)?;
         let event_time = parse_utc(time_text).map_err(|e| fail(format!("field `eventTime`: {e}")))?;
-        let event_source = required(&view.event_source, "eventSource").map_err(fail)?;
-        let event_name = required(&view.event_name, "eventName").map_err(fail)?;
+        // Insights events name the API they are about only inside `insightDetails`.
+        let insight = view.insight_details.as_ref();
+        let event_source = required(view.event_source.as_deref().or(insight.and_then(|i| i.event_source.as_deref())), "eventSource").map_err(fail)?;
+        let event_name = required(view.event_name.as_deref().or(insight.and_then(|i| i.event_name.as_deref())), "eventName").map_err(fail)?;
         let account_id = view.recipient_account_id.as_deref().filter(|s| !s.is_empty()).unwrap_or(key_account);
         let raw = std::str::from_utf8(bytes).map_err(|e| fail(format!("record is not UTF-8: {e}")))?;
         let identity = view.user_identity.as_ref();
@@ -196,6 +198,15 @@ mod tests {
         assert_eq!(err.to_string(), "record 0: missing field `eventID`");
         let err = Event::from_record(1, br#"{"eventID":"e1","eventTime":"yesterday","eventSource":"a","eventName":"b"}"#, "111122223333").unwrap_err();
         assert!(err.reason.starts_with("field `eventTime`: not a UTC timestamp"), "{err}");
+    }
+
+    #[test]
+    fn reads_insights_events_and_exported_records() {
+        let insight = br#"{"eventVersion":"1.08","eventTime":"2024-03-13T07:05:00Z","awsRegion":"eu-west-1","eventID":"i1","eventType":"AwsCloudTrailInsight","insightDetails":{"state":"Start","eventSource":"ec2.amazonaws.com","eventName":"RunInstances"}}"#;
+        let e = Event::from_record(0, insight, "963852741036").unwrap();
+        assert_eq!((e.event_source.as_str(), e.event_name.as_str(), e.identity_type), ("ec2.amazonaws.com", "RunInstances", None));
+        let exported = br#"{"@timestamp":"2020-09-14T00:44:23.000Z","eventID":"x1","eventSource":"s3.amazonaws.com","eventName":"ListBuckets"}"#;
+        assert_eq!(Event::from_record(0, exported, "111122223333").unwrap().event_time, parse_utc("2020-09-14T00:44:23Z").unwrap());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! |----------------------|---------------------------------------------------------------------------|
 //! | `CloudTrail`         | `<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<16 chars>.json.gz`        |
 //! | `CloudTrail-Insight` | `<account>_CloudTrail-Insight_<region>_<YYYYMMDDTHHMMZ>_<16 chars>.json.gz`|
-//! | `CloudTrail-Digest`  | `<account>_CloudTrail-Digest_<region>_<trail>_<region>_<YYYYMMDDTHHMMSSZ>[_backfill].json.gz` |
+//! | `CloudTrail-Digest`  | `<account>_CloudTrail-Digest_<region>_<trail>_<home region>_<YYYYMMDDTHHMMSSZ>[_backfill].json.gz` |
 //!
 //! [`classify`] turns a key into a [`TrailKey`] or says why it is not one;
 //! [`TrailKey::to_key`] builds the key back, so both directions are tested
@@ -79,7 +79,7 @@ pub struct TrailKey {
     /// File timestamp from the name, in milliseconds since the epoch.
     pub file_time: EpochMillis,
     /// The rest of the file name: the 16-character unique part for logs and
-    /// insights, `<trail-name>_<region>` (and `_backfill`) for digests.
+    /// insights, `<trail-name>_<home region>` (and `_backfill`) for digests.
     pub unique: String,
 }
 
@@ -209,8 +209,11 @@ pub fn classify(key: &str) -> Result<TrailKey, SkipReason> {
             let body = tail.strip_suffix("_backfill").unwrap_or(tail);
             let (names, ts) = body.rsplit_once('_').ok_or_else(|| malformed(format!("digest {file:?} has no timestamp")))?;
             let time = parse_file_time(ts, true).ok_or_else(|| malformed(format!("digest {file:?}: timestamp {ts:?}")))?;
-            if !names.ends_with(&format!("_{region}")) {
-                return Err(malformed(format!("digest {file:?} does not name its region after the trail")));
+            // `<trail>_<home region>`: a multi-region trail's digests name its
+            // home region, which differs from the folder's outside that region.
+            match names.rsplit_once('_') {
+                Some((trail, home)) if !trail.is_empty() && is_region(home) => {}
+                _ => return Err(malformed(format!("digest {file:?} does not name the trail's home region after the trail"))),
             }
             let unique = &tail[..tail.len() - ts.len() - 1 - (tail.len() - body.len())];
             let backfill = if body.len() != tail.len() { "_backfill" } else { "" };
@@ -361,6 +364,16 @@ mod tests {
                 account: "111122223333",
                 kind: ObjectKind::Digest,
                 region: "us-east-2",
+                time: "2015-08-17T15:01:31Z",
+                unique: "org_trail_us-east-2",
+            },
+            Case {
+                key: "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail-Digest/eu-west-1/2015/08/17/111122223333_CloudTrail-Digest_eu-west-1_org_trail_us-east-2_20150817T150131Z.json.gz",
+                prefix: "",
+                org: Some("o-a1b2c3d4e5"),
+                account: "111122223333",
+                kind: ObjectKind::Digest,
+                region: "eu-west-1",
                 time: "2015-08-17T15:01:31Z",
                 unique: "org_trail_us-east-2",
             },

@@ -15,10 +15,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// An object's bytes and modification time.
+type StoredObject = (Arc<Vec<u8>>, EpochMillis);
+
 /// Objects held in memory, keyed like a bucket.
 #[derive(Default, Clone)]
 pub struct MemorySource {
-    objects: Arc<Mutex<BTreeMap<String, (Arc<Vec<u8>>, EpochMillis)>>>,
+    objects: Arc<Mutex<BTreeMap<String, StoredObject>>>,
 }
 
 impl MemorySource {

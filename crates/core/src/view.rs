@@ -20,6 +20,10 @@ pub struct RecordView<'a> {
     pub event_version: Str<'a>,
     #[serde(borrow, default)]
     pub event_time: Str<'a>,
+    /// The event time as exports from log pipelines (Logstash, Elastic)
+    /// carry it when they have moved `eventTime` there.
+    #[serde(borrow, default, rename = "@timestamp")]
+    pub export_timestamp: Str<'a>,
     #[serde(borrow, default)]
     pub event_source: Str<'a>,
     #[serde(borrow, default)]
@@ -56,6 +60,8 @@ pub struct RecordView<'a> {
     pub request_parameters: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub response_elements: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub insight_details: Option<InsightView<'a>>,
 }
 
 /// `userIdentity`, borrowed.
@@ -134,6 +140,17 @@ pub struct AttributesView<'a> {
 pub struct WebIdView<'a> {
     #[serde(borrow, default)]
     pub federated_provider: Str<'a>,
+}
+
+/// `insightDetails`, borrowed: an Insights event names the API it is about
+/// here, and has no top-level `eventSource` or `eventName`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InsightView<'a> {
+    #[serde(borrow, default)]
+    pub event_source: Str<'a>,
+    #[serde(borrow, default)]
+    pub event_name: Str<'a>,
 }
 
 /// `userIdentity.onBehalfOf`, borrowed.

@@ -1,7 +1,7 @@
 //! The ports: what the services need from the world, in trailwatch's own
 //! types. Each has an in-memory implementation ([`crate::memory`]), an
 //! embedded one (`trailwatch-embedded`), and a conformance suite
-//! ([`crate::conformance`], feature `testing`) that every implementation passes.
+//! ([`crate::conformance`]) that every implementation passes.
 //!
 //! Ports later issues add, on the same pattern:
 //! - `SessionStore`: sessions issued by credential-issuing events, keyed by
@@ -159,7 +159,10 @@ pub struct HistoryPage {
     pub next: Option<HistoryCursor>,
 }
 
-/// Stored event history. Writes are idempotent on (`account_id`, `event_id`).
+/// Stored event history. Writes are idempotent on (`account_id`, `event_id`):
+/// a record delivered twice (CloudTrail does that, rarely) is stored once. A
+/// redelivered record carries its original `eventTime`, and stores may use it
+/// to keep their uniqueness index local in time.
 #[async_trait]
 pub trait HistoryStore: Send + Sync {
     /// Appends events; those already stored are counted as duplicates and left as they are.

@@ -1,1 +1,31 @@
-//! (being written)
+//! trailwatch-embedded: the adapters of the single-machine mode.
+//!
+//! - [`DirSource`]: a local directory laid out like the trail bucket, as the
+//!   [`LogSource`](trailwatch_core::LogSource).
+//! - [`SqliteStore`]: one SQLite database file holding event history and the
+//!   ledger of processed objects ([`HistoryStore`](trailwatch_core::HistoryStore)
+//!   and [`Checkpoints`](trailwatch_core::Checkpoints)).
+//!
+//! Both keep blocking work (file system, SQLite) on tokio's blocking pool, so
+//! the services' async tasks never wait on a disk.
+
+pub mod dir;
+pub mod sqlite;
+
+pub use dir::DirSource;
+pub use sqlite::{OpenError, SqliteStore, StoreStats};
+
+use trailwatch_core::ports::PortError;
+
+/// Runs blocking work on tokio's blocking pool. `what` names the file or
+/// database the work is about, for the error if the task dies.
+pub(crate) async fn blocking<T, F>(what: String, work: F) -> Result<T, PortError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, PortError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => Err(PortError::backend(what, format!("blocking task failed: {e}"), false)),
+    }
+}

@@ -26,13 +26,13 @@ pub async fn history_store(store: &dyn HistoryStore) {
         // Out of time order on purpose; two events share each timestamp.
         events.push(sample_event(account, &format!("ev-{i:02}"), base + ((i * 7) % 25 / 2) * 1000));
     }
-    let report = store.append(events.clone()).await.expect("append");
+    let report = store.append(events.clone().into()).await.expect("append");
     assert_eq!((report.inserted, report.duplicates), (25, 0), "first append inserts every event");
-    let again = store.append(events[..10].to_vec()).await.expect("append again");
+    let again = store.append(events[..10].to_vec().into()).await.expect("append again");
     assert_eq!((again.inserted, again.duplicates), (0, 10), "appending the same events again changes nothing");
     let mut same_id_other_account = sample_event("777788889999", "ev-00", base);
     same_id_other_account.region = "us-east-1".into();
-    let other = store.append(vec![same_id_other_account]).await.expect("append");
+    let other = store.append(vec![same_id_other_account].into()).await.expect("append");
     assert_eq!(other.inserted, 1, "the same eventID in another account is another event");
     assert_eq!(store.count().await.expect("count"), 26);
 

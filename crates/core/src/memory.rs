@@ -154,10 +154,10 @@ impl MemoryHistory {
 
 #[async_trait]
 impl HistoryStore for MemoryHistory {
-    async fn append(&self, events: Vec<Event>) -> Result<WriteReport, PortError> {
+    async fn append(&self, events: Arc<[Event]>) -> Result<WriteReport, PortError> {
         let mut inner = lock(&self.inner);
         let mut report = WriteReport::default();
-        for event in events {
+        for event in events.iter().cloned() {
             if inner.seen.insert((event.account_id.clone(), event.event_id.clone()), ()).is_some() {
                 report.duplicates += 1;
                 continue;

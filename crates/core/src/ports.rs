@@ -166,7 +166,8 @@ pub struct HistoryPage {
 #[async_trait]
 pub trait HistoryStore: Send + Sync {
     /// Appends events; those already stored are counted as duplicates and left as they are.
-    async fn append(&self, events: Vec<Event>) -> Result<WriteReport, PortError>;
+    /// The batch is shared so a caller can retry it after a retryable error.
+    async fn append(&self, events: std::sync::Arc<[Event]>) -> Result<WriteReport, PortError>;
 
     /// Reads a page in (event time, arrival) order.
     async fn page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError>;

@@ -96,7 +96,7 @@ async fn main() {
         let events: Vec<Event> = (i..i + n).map(|j| event(&mut rng, j)).collect();
         raw_bytes += events.iter().map(|e| e.raw.len() as u64).sum::<u64>();
         let started = Instant::now();
-        inserted += store.append(events).await.expect("append").inserted;
+        inserted += store.append(events.into()).await.expect("append").inserted;
         appending += started.elapsed();
         i += n;
         if i >= next_report {

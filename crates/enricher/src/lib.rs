@@ -105,13 +105,8 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
         async {
             if !events.is_empty() {
                 let count = events.len() as u64;
-                let mut pending = Some(events);
-                let result = with_retries(&config, "history append", || {
-                    let batch = pending.take().unwrap_or_default();
-                    let history = ports.history.clone();
-                    async move { history.append(batch).await }
-                })
-                .await;
+                let batch: Arc<[Event]> = events.into();
+                let result = with_retries(&config, "history append", || ports.history.append(batch.clone())).await;
                 match result {
                     Ok(report) => {
                         PipelineStats::add(&stats.events_stored, report.inserted);
@@ -141,5 +136,90 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
         if shutdown.is_cancelled() && rx.is_closed() && rx.is_empty() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use trailwatch_core::conformance::sample_event;
+    use trailwatch_core::layout::ObjectKind;
+    use trailwatch_core::memory::{MemoryCheckpoints, MemoryHistory};
+    use trailwatch_core::ports::{HistoryPage, HistoryQuery, WriteReport};
+
+    /// History that fails its first `failures` appends, retryably or not.
+    struct Flaky {
+        inner: MemoryHistory,
+        failures: AtomicU32,
+        retryable: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl HistoryStore for Flaky {
+        async fn append(&self, events: Arc<[Event]>) -> Result<WriteReport, PortError> {
+            if self.failures.load(Ordering::SeqCst) > 0 {
+                self.failures.fetch_sub(1, Ordering::SeqCst);
+                return Err(PortError::backend("flaky history", "database is locked", self.retryable));
+            }
+            self.inner.append(events).await
+        }
+        async fn page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError> {
+            self.inner.page(query).await
+        }
+        async fn count(&self) -> Result<u64, PortError> {
+            self.inner.count().await
+        }
+    }
+
+    fn outcome(key: &str, events: u64) -> FileOutcome {
+        FileOutcome {
+            key: key.into(),
+            kind: ObjectKind::Log,
+            account_id: "111122223333".into(),
+            region: "us-east-1".into(),
+            size: 10,
+            modified: 0,
+            status: FileStatus::Done,
+            events,
+            bytes: 100,
+            rejected: vec![],
+            error: None,
+        }
+    }
+
+    async fn feed(history: Arc<Flaky>) -> (Arc<MemoryCheckpoints>, Arc<PipelineStats>) {
+        let ledger = Arc::new(MemoryCheckpoints::new());
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = mpsc::channel(8);
+        let config = EnricherConfig { retry_base: Duration::from_millis(1), ..Default::default() };
+        let task = tokio::spawn(run(config, EnricherPorts { history, checkpoints: ledger.clone() }, rx, stats.clone(), CancellationToken::new()));
+        let key: Arc<str> = "a.json.gz".into();
+        let events: Vec<Event> = (0..3).map(|i| sample_event("111122223333", &format!("e{i}"), 1_700_000_000_000 + i)).collect();
+        tx.send(FileBatch::Events { key, events }).await.unwrap();
+        tx.send(FileBatch::Finished(outcome("a.json.gz", 3))).await.unwrap();
+        drop(tx);
+        task.await.unwrap();
+        (ledger, stats)
+    }
+
+    #[tokio::test]
+    async fn retryable_store_errors_are_retried_and_nothing_is_lost() {
+        let history = Arc::new(Flaky { inner: MemoryHistory::new(), failures: AtomicU32::new(2), retryable: true });
+        let (ledger, stats) = feed(history.clone()).await;
+        assert_eq!(history.count().await.unwrap(), 3, "every event stored once after the retries");
+        assert_eq!(PipelineStats::get(&stats.events_stored), 3);
+        let entry = &ledger.lookup(&["a.json.gz".to_owned()]).await.unwrap()["a.json.gz"];
+        assert_eq!(entry.status, FileStatus::Done);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_store_error_marks_the_file_failed_for_a_retry() {
+        let history = Arc::new(Flaky { inner: MemoryHistory::new(), failures: AtomicU32::new(1), retryable: false });
+        let (ledger, _) = feed(history.clone()).await;
+        assert_eq!(history.count().await.unwrap(), 0);
+        let entry = &ledger.lookup(&["a.json.gz".to_owned()]).await.unwrap()["a.json.gz"];
+        assert_eq!(entry.status, FileStatus::Failed, "the file is read again next time");
+        assert_eq!(entry.error.as_deref(), Some("storing its events failed: flaky history: database is locked"));
     }
 }

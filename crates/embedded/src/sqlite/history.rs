@@ -146,7 +146,7 @@ pub(super) fn count(conn: &Connection) -> rusqlite::Result<u64> {
 
 #[async_trait]
 impl HistoryStore for SqliteStore {
-    async fn append(&self, events: Vec<Event>) -> Result<WriteReport, PortError> {
+    async fn append(&self, events: std::sync::Arc<[Event]>) -> Result<WriteReport, PortError> {
         if events.is_empty() {
             return Ok(WriteReport::default());
         }

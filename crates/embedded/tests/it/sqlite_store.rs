@@ -51,7 +51,7 @@ async fn reopening_the_database_keeps_everything() {
     let written = events(300, 0);
     {
         let store = SqliteStore::open(&path).expect("open creates the directory and the file");
-        store.append(written.clone()).await.expect("append");
+        store.append(written.clone().into()).await.expect("append");
         store.record(&partial_outcome(), BASE + 5).await.expect("record");
     }
     let store = SqliteStore::open(&path).expect("reopen");
@@ -75,16 +75,16 @@ async fn appending_the_same_events_twice_stores_them_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path().join("trailwatch.db")).expect("open");
     let batch = events(500, 0);
-    let first = store.append(batch.clone()).await.expect("append");
+    let first = store.append(batch.clone().into()).await.expect("append");
     assert_eq!((first.inserted, first.duplicates), (500, 0));
     // A re-ingested file overlaps what is stored, and a batch may repeat itself.
     let mut overlap = events(500, 250);
     overlap.push(overlap[0].clone());
-    let second = store.append(overlap).await.expect("append again");
+    let second = store.append(overlap.into()).await.expect("append again");
     assert_eq!((second.inserted, second.duplicates), (250, 251));
     assert_eq!(store.count().await.expect("count"), 750);
     assert_eq!(all_events(&store, 1000).await.len(), 750);
-    assert_eq!(store.append(Vec::new()).await.expect("empty append"), Default::default());
+    assert_eq!(store.append(Vec::new().into()).await.expect("empty append"), Default::default());
 }
 
 /// Writes a database as a trailwatch with only the first `version` schema steps did.
@@ -122,7 +122,7 @@ async fn an_older_database_is_migrated_and_keeps_its_data() {
     assert_eq!(store.count().await.expect("count"), 1, "the counter starts from the events already stored");
     let page = store.page(&HistoryQuery { limit: 10, ..Default::default() }).await.expect("page");
     assert_eq!(page.events[0].raw, stored.raw);
-    let again = store.append(vec![stored, sample_event("111122223333", "ev-new", BASE)]).await.expect("append");
+    let again = store.append(vec![stored, sample_event("111122223333", "ev-new", BASE)].into()).await.expect("append");
     assert_eq!((again.inserted, again.duplicates), (1, 1));
     assert_eq!(store.count().await.expect("count"), 2);
     drop(store);
@@ -161,13 +161,13 @@ async fn a_file_that_is_not_a_database_is_named_in_the_error() {
 async fn paging_while_appending_sees_no_duplicates() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path().join("trailwatch.db")).expect("open");
-    store.append(events(1000, 0)).await.expect("first batch");
+    store.append(events(1000, 0).into()).await.expect("first batch");
 
     let writer = store.clone();
     let appending = tokio::spawn(async move {
         // Late files: event times land before, among and after what is stored.
         for batch in 1..40 {
-            writer.append(events(250, batch * 1000)).await.expect("append");
+            writer.append(events(250, batch * 1000).into()).await.expect("append");
         }
     });
     let mut passes = 0;
@@ -213,7 +213,7 @@ async fn reading_does_not_wait_for_a_write_in_progress() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("trailwatch.db");
     let store = SqliteStore::open(&path).expect("open");
-    store.append(events(10, 0)).await.expect("append");
+    store.append(events(10, 0).into()).await.expect("append");
 
     // Another writer (another process, say) is in the middle of a long transaction.
     let mut other = rusqlite::Connection::open(&path).expect("second connection");

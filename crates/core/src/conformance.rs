@@ -6,7 +6,8 @@ use std::io::Read;
 
 use crate::event::{Event, FileOutcome, FileStatus, RecordError, RejectedRecord};
 use crate::layout::ObjectKind;
-use crate::ports::{Checkpoints, HistoryQuery, HistoryStore, LedgerEntry, LogSource, ObjectMeta};
+use crate::identity::{Confidence, Hop, IssueKind, Origin, OriginKind};
+use crate::ports::{Checkpoints, HistoryQuery, HistoryStore, LedgerEntry, LogSource, ObjectMeta, OriginUpdate};
 
 /// A realistic event for the suite.
 pub fn sample_event(account: &str, id: &str, time: i64) -> Event {
@@ -65,6 +66,43 @@ pub async fn history_store(store: &dyn HistoryStore) {
     assert_eq!(bounded.next, None, "a page that is not full is the last");
     let original = events.iter().find(|e| e.event_id == bounded.events[0].event_id && e.account_id == bounded.events[0].account_id).expect("stored event");
     assert_eq!(&bounded.events[0], original, "a stored event comes back as it was written, raw bytes included");
+
+    // Origins: written with the event, replaced by a late resolution.
+    let mut resolved = sample_event("111122223333", "ev-origin", base + 50_000);
+    resolved.origin = Some(sample_origin(Confidence::Pending));
+    store.append(vec![resolved.clone()].into()).await.expect("append with origin");
+    let fetched = store.get("111122223333", "ev-origin").await.expect("get").expect("stored");
+    assert_eq!(fetched, resolved, "the origin is stored with the event");
+    assert_eq!(store.get("111122223333", "no-such-event").await.expect("get"), None);
+    let update = OriginUpdate { account_id: "111122223333".into(), event_id: "ev-origin".into(), event_time: base + 50_000, origin: sample_origin(Confidence::Exact) };
+    let missing = OriginUpdate { event_id: "no-such-event".into(), ..update.clone() };
+    assert_eq!(store.set_origins(vec![update, missing].into()).await.expect("set origins"), 1, "only stored events are updated");
+    let fetched = store.get("111122223333", "ev-origin").await.expect("get").expect("stored");
+    assert_eq!(fetched.origin, Some(sample_origin(Confidence::Exact)), "a late resolution replaces the origin");
+    assert_eq!(fetched.raw, resolved.raw, "the record itself is untouched");
+}
+
+/// A realistic resolved origin: an IAM user two hops away.
+pub fn sample_origin(confidence: Confidence) -> Origin {
+    let hop = |n: u8, account: &str, role: &str| Hop {
+        event_id: format!("0c8d9e2f-5a1b-4c3d-9e8f-00000000000{n}"),
+        account_id: account.into(),
+        role_arn: Some(format!("arn:aws:iam::{account}:role/{role}")),
+        session_name: Some("alice".into()),
+        access_key_id: format!("ASIAEXAMPLEKEY00000{n}"),
+        kind: IssueKind::AssumeRole,
+        time: 1_700_000_000_000 + i64::from(n) * 60_000,
+    };
+    Origin {
+        kind: OriginKind::IamUser,
+        principal: Some("arn:aws:iam::111122223333:user/alice".into()),
+        account_id: Some("111122223333".into()),
+        provider: None,
+        source_identity: Some("alice".into()),
+        chain: vec![hop(1, "444455556666", "Deployer"), hop(2, "777788889999", "Admin")],
+        confidence,
+        reason: (confidence != Confidence::Exact).then(|| "waiting for the session of ASIAEXAMPLEKEY000002".into()),
+    }
 }
 
 fn outcome(key: &str, status: FileStatus, events: u64) -> FileOutcome {

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::identity::{Caller, Origin};
 use crate::layout::ObjectKind;
 use crate::time::{parse_utc, EpochMillis};
 use crate::view::RecordView;
@@ -19,14 +20,30 @@ pub struct Event {
     pub event_source: String,
     pub event_name: String,
     pub region: String,
-    pub identity_type: Option<String>,
-    /// `userIdentity.arn`, when the caller has one.
-    pub actor_arn: Option<String>,
-    pub access_key_id: Option<String>,
+    /// Who made the call (`userIdentity`), when the record names anyone.
+    pub actor: Option<Caller>,
+    /// `sharedEventID`: the same call logged in another account too.
+    pub shared_event_id: Option<String>,
     pub source_ip: Option<String>,
     pub error_code: Option<String>,
     pub read_only: Option<bool>,
     pub raw: String,
+    /// Who is really behind the event, once resolved.
+    pub origin: Option<Origin>,
+}
+
+impl Event {
+    pub fn identity_type(&self) -> Option<&str> {
+        self.actor.as_ref().map(|a| a.identity_type.as_str())
+    }
+
+    pub fn actor_arn(&self) -> Option<&str> {
+        self.actor.as_ref().and_then(|a| a.arn.as_deref())
+    }
+
+    pub fn access_key_id(&self) -> Option<&str> {
+        self.actor.as_ref().and_then(|a| a.access_key_id.as_deref())
+    }
 }
 
 /// Why a record was not accepted.
@@ -85,13 +102,13 @@ impl Event {
             event_source: event_source.to_owned(),
             event_name: event_name.to_owned(),
             region: view.aws_region.as_deref().unwrap_or_default().to_owned(),
-            identity_type: identity.and_then(|i| i.identity_type.as_deref()).map(str::to_owned),
-            actor_arn: identity.and_then(|i| i.arn.as_deref()).map(str::to_owned),
-            access_key_id: identity.and_then(|i| i.access_key_id.as_deref()).filter(|s| !s.is_empty()).map(str::to_owned),
+            actor: identity.map(Caller::from_view),
+            shared_event_id: view.shared_event_id.as_deref().map(str::to_owned),
             source_ip: view.source_ip_address.as_deref().map(str::to_owned),
             error_code: view.error_code.as_deref().map(str::to_owned),
             read_only: view.read_only,
             raw: raw.to_owned(),
+            origin: None,
         })
     }
 }
@@ -185,7 +202,7 @@ mod tests {
         let raw = br#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice","accessKeyId":"AKIAEXAMPLE"},"eventTime":"2024-01-15T12:00:00Z","eventSource":"s3.amazonaws.com","eventName":"ListBuckets","awsRegion":"us-east-1","sourceIPAddress":"198.51.100.7","eventID":"e1","readOnly":true,"recipientAccountId":"111122223333"}"#;
         let e = Event::from_record(0, raw, "999999999999").unwrap();
         assert_eq!(e.account_id, "111122223333");
-        assert_eq!(e.actor_arn.as_deref(), Some("arn:aws:iam::111122223333:user/alice"));
+        assert_eq!(e.actor_arn(), Some("arn:aws:iam::111122223333:user/alice"));
         assert_eq!(e.read_only, Some(true));
         assert_eq!(e.raw.as_bytes(), raw);
     }
@@ -204,7 +221,7 @@ mod tests {
     fn reads_insights_events_and_exported_records() {
         let insight = br#"{"eventVersion":"1.08","eventTime":"2024-03-13T07:05:00Z","awsRegion":"eu-west-1","eventID":"i1","eventType":"AwsCloudTrailInsight","insightDetails":{"state":"Start","eventSource":"ec2.amazonaws.com","eventName":"RunInstances"}}"#;
         let e = Event::from_record(0, insight, "963852741036").unwrap();
-        assert_eq!((e.event_source.as_str(), e.event_name.as_str(), e.identity_type), ("ec2.amazonaws.com", "RunInstances", None));
+        assert_eq!((e.event_source.as_str(), e.event_name.as_str(), e.identity_type()), ("ec2.amazonaws.com", "RunInstances", None));
         let exported = br#"{"@timestamp":"2020-09-14T00:44:23.000Z","eventID":"x1","eventSource":"s3.amazonaws.com","eventName":"ListBuckets"}"#;
         assert_eq!(Event::from_record(0, exported, "111122223333").unwrap().event_time, parse_utc("2020-09-14T00:44:23Z").unwrap());
     }

@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod event;
+pub mod identity;
 pub mod layout;
 pub mod memory;
 pub mod model;

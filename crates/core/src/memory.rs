@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::event::{Event, FileOutcome, FileStatus, RejectedRecord};
-use crate::ports::{Checkpoints, HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, LedgerEntry, LedgerSummary, LogSource, ObjectBody, ObjectMeta, PortError, WriteReport};
+use crate::ports::{Checkpoints, HistoryCursor, OriginUpdate, HistoryPage, HistoryQuery, HistoryStore, LedgerEntry, LedgerSummary, LogSource, ObjectBody, ObjectMeta, PortError, WriteReport};
 use crate::time::EpochMillis;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,7 +141,7 @@ pub struct MemoryHistory {
 
 #[derive(Default)]
 struct HistoryInner {
-    seen: HashMap<(String, String), ()>,
+    seen: HashMap<(String, String), HistoryCursor>,
     by_time: BTreeMap<HistoryCursor, Event>,
     seq: i64,
 }
@@ -158,12 +158,14 @@ impl HistoryStore for MemoryHistory {
         let mut inner = lock(&self.inner);
         let mut report = WriteReport::default();
         for event in events.iter().cloned() {
-            if inner.seen.insert((event.account_id.clone(), event.event_id.clone()), ()).is_some() {
+            let id = (event.account_id.clone(), event.event_id.clone());
+            if inner.seen.contains_key(&id) {
                 report.duplicates += 1;
                 continue;
             }
             inner.seq += 1;
             let cursor = HistoryCursor { event_time: event.event_time, seq: inner.seq };
+            inner.seen.insert(id, cursor);
             inner.by_time.insert(cursor, event);
             report.inserted += 1;
         }
@@ -195,5 +197,23 @@ impl HistoryStore for MemoryHistory {
 
     async fn count(&self) -> Result<u64, PortError> {
         Ok(lock(&self.inner).by_time.len() as u64)
+    }
+
+    async fn set_origins(&self, updates: Arc<[OriginUpdate]>) -> Result<u64, PortError> {
+        let mut inner = lock(&self.inner);
+        let mut updated = 0;
+        for update in updates.iter() {
+            let Some(cursor) = inner.seen.get(&(update.account_id.clone(), update.event_id.clone())).copied() else { continue };
+            if let Some(event) = inner.by_time.get_mut(&cursor) {
+                event.origin = Some(update.origin.clone());
+                updated += 1;
+            }
+        }
+        Ok(updated)
+    }
+
+    async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError> {
+        let inner = lock(&self.inner);
+        Ok(inner.seen.get(&(account_id.to_owned(), event_id.to_owned())).and_then(|c| inner.by_time.get(c)).cloned())
     }
 }

@@ -174,4 +174,21 @@ pub trait HistoryStore: Send + Sync {
 
     /// How many events are stored.
     async fn count(&self) -> Result<u64, PortError>;
+
+    /// Replaces the origin of stored events (a late resolution); returns how
+    /// many events were found and updated.
+    async fn set_origins(&self, updates: std::sync::Arc<[OriginUpdate]>) -> Result<u64, PortError>;
+
+    /// One stored event.
+    async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError>;
+}
+
+/// A new origin for a stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginUpdate {
+    pub account_id: String,
+    pub event_id: String,
+    /// The event's time, so stores keyed by time find it without a scan.
+    pub event_time: EpochMillis,
+    pub origin: crate::identity::Origin,
 }

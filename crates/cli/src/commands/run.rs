@@ -1,0 +1,119 @@
+//! `trailwatch run`: ingest a trail directory, then keep watching it. With
+//! no --trail, a demo organization is generated first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use trailwatch_collector::Mode;
+use trailwatch_core::ports::{HistoryQuery, HistoryStore};
+use trailwatch_core::stats::PipelineStats;
+use trailwatch_gen::GenConfig;
+
+use super::ingest::ingest_once;
+use crate::cli::RunArgs;
+use crate::pipeline::{self, PipelineSetup};
+use crate::summary::thousands;
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let shutdown = super::shutdown_on_signal();
+    let data = args.data.data;
+    let (trail, demo) = match args.pipeline.trail {
+        Some(trail) => (trail, false),
+        None => {
+            let trail = data.join("demo-trail");
+            if !trail.join("expected.json").exists() {
+                // Traffic up to the current minute, so the demo looks like today.
+                let end = super::now_ms() / 60_000 * 60_000;
+                let config = GenConfig { accounts: 12, days: 1, events: args.demo_events, seed: 1, end, threads: 0 };
+                println!("generating a demo organization ({} events, 12 accounts) into {}", thousands(config.events), trail.display());
+                super::gen::generate(config, trail.clone()).await?;
+            }
+            (trail, true)
+        }
+    };
+    let store = pipeline::open_store(&data)?;
+    println!("reading {} into {}", trail.display(), pipeline::database_path(&data).display());
+    let stats = Arc::new(PipelineStats::default());
+    let summary = ingest_once(&trail, &args.pipeline.prefix, args.pipeline.workers, &store, &stats, shutdown.clone()).await?;
+    print!("{summary}");
+    if demo {
+        print!("{}", overview(store.as_ref(), &trail).await?);
+    }
+    if shutdown.is_cancelled() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("watching {} for new files every {} s (Ctrl-C to stop)", trail.display(), args.interval);
+    let setup = PipelineSetup {
+        trail,
+        prefix: args.pipeline.prefix,
+        workers: args.pipeline.workers.map_or_else(pipeline::default_workers, usize::from),
+        mode: Mode::Watch { interval: Duration::from_secs(args.interval) },
+    };
+    pipeline::run(setup, store, stats.clone(), shutdown).await?;
+    println!("stopped; {} events stored while watching", thousands(PipelineStats::get(&stats.events_stored)));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the store now holds, read back from it: events per account (named
+/// from the trail's `accounts.json` when there is one), identity types,
+/// the busiest API calls and the errors.
+async fn overview(store: &dyn HistoryStore, trail: &Path) -> anyhow::Result<String> {
+    let names = account_names(trail);
+    let mut accounts: HashMap<String, u64> = HashMap::new();
+    let mut identities: BTreeMap<String, u64> = BTreeMap::new();
+    let mut calls: HashMap<String, u64> = HashMap::new();
+    let mut errors: HashMap<String, u64> = HashMap::new();
+    let mut query = HistoryQuery { limit: 5000, ..Default::default() };
+    loop {
+        let page = store.page(&query).await.context("reading history")?;
+        for e in &page.events {
+            *accounts.entry(e.account_id.clone()).or_default() += 1;
+            *identities.entry(e.identity_type().unwrap_or("-").to_owned()).or_default() += 1;
+            *calls.entry(format!("{}:{}", e.event_source.trim_end_matches(".amazonaws.com"), e.event_name)).or_default() += 1;
+            if let Some(code) = &e.error_code {
+                *errors.entry(code.clone()).or_default() += 1;
+            }
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let top = |map: HashMap<String, u64>, n: usize| {
+        let mut v: Vec<(String, u64)> = map.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    };
+    let mut out = String::from("what the store holds:\n  accounts\n");
+    for (id, n) in top(accounts, 12) {
+        out.push_str(&format!("    {id}  {:<24} {:>8} events\n", names.get(&id).map_or("", String::as_str), thousands(n)));
+    }
+    out.push_str("  identity types\n");
+    for (t, n) in identities {
+        out.push_str(&format!("    {t:<20} {:>8}\n", thousands(n)));
+    }
+    out.push_str("  busiest calls\n");
+    for (c, n) in top(calls, 6) {
+        out.push_str(&format!("    {c:<44} {:>8}\n", thousands(n)));
+    }
+    out.push_str("  errors\n");
+    for (c, n) in top(errors, 6) {
+        out.push_str(&format!("    {c:<44} {:>8}\n", thousands(n)));
+    }
+    Ok(out)
+}
+
+/// Account names from an `aws organizations list-accounts` file beside the trail, if any.
+fn account_names(trail: &Path) -> HashMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(trail.join("accounts.json")) else { return HashMap::new() };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { return HashMap::new() };
+    json["Accounts"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|a| Some((a["Id"].as_str()?.to_owned(), a["Name"].as_str()?.to_owned()))).collect())
+        .unwrap_or_default()
+}

@@ -174,7 +174,13 @@ fn note_finished(done: Result<Option<(String, FileStatus)>, tokio::task::JoinErr
 
 /// Reads one object and sends its batches; returns its key and status when
 /// the outcome was handed on.
-async fn handle_file(ports: &CollectorPorts, meta: ObjectMeta, key: TrailKey, tx: mpsc::Sender<FileBatch>, stats: &Arc<PipelineStats>) -> Option<(String, FileStatus)> {
+async fn handle_file(
+    ports: &CollectorPorts,
+    meta: ObjectMeta,
+    key: TrailKey,
+    tx: mpsc::Sender<FileBatch>,
+    stats: &Arc<PipelineStats>,
+) -> Option<(String, FileStatus)> {
     let location = ports.source.locate(&meta.key);
     let outcome = if key.kind == ObjectKind::Digest {
         PipelineStats::add(&stats.digests, 1);

@@ -95,16 +95,22 @@ pub fn read_object(
             return Err(Abandoned);
         }
     }
+    let none_accepted = outcome.events == 0 && !outcome.rejected.is_empty();
     outcome.status = match (&error, records, outcome.rejected.is_empty()) {
         (Some(_), _, _) => FileStatus::Failed,
         (None, 0, _) => FileStatus::Empty,
         (None, _, true) => FileStatus::Done,
+        // Not one record is an event: this is not a CloudTrail file (or it is badly broken).
+        (None, _, false) if none_accepted => FileStatus::Failed,
         (None, _, false) => FileStatus::Partial,
     };
     outcome.error = match error {
-        Some(ReadError::Truncated { offset }) if records > 0 => Some(format!("the data ends unexpectedly at byte {offset} after {records} records (truncated file); the records before it were kept")),
+        Some(ReadError::Truncated { offset }) if records > 0 => {
+            Some(format!("the data ends unexpectedly at byte {offset} after {records} records (truncated file); the records before it were kept"))
+        }
         Some(e) => Some(e.to_string()),
         None if records == 0 => Some("the file holds no records".to_owned()),
+        None if none_accepted => Some(format!("none of its {records} records is a CloudTrail event; first: {}", outcome.rejected[0].error)),
         None if !outcome.rejected.is_empty() => Some(format!("{} of {records} records rejected; first: {}", outcome.rejected.len(), outcome.rejected[0].error)),
         None => None,
     };
@@ -117,10 +123,13 @@ mod tests {
     use std::io::Write;
     use trailwatch_core::layout::classify;
 
-    const KEY: &str = "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz";
+    const KEY: &str =
+        "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz";
 
     fn record(id: &str) -> String {
-        format!(r#"{{"eventVersion":"1.09","eventTime":"2024-01-15T12:01:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","awsRegion":"us-east-1","eventID":"{id}","recipientAccountId":"111122223333"}}"#)
+        format!(
+            r#"{{"eventVersion":"1.09","eventTime":"2024-01-15T12:01:00Z","eventSource":"sts.amazonaws.com","eventName":"GetCallerIdentity","awsRegion":"us-east-1","eventID":"{id}","recipientAccountId":"111122223333"}}"#
+        )
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -190,6 +199,14 @@ mod tests {
             assert!(events.is_empty());
             assert!(outcome.error.as_deref().unwrap_or_default().contains(reason), "expected {reason:?} in {:?}", outcome.error);
         }
+    }
+
+    #[test]
+    fn json_that_holds_no_event_fails() {
+        let (outcome, events, _) = read(br#"{"sourceBucket":"inventory","fileFormat":"CSV","files":[]}"#);
+        assert_eq!((outcome.status, events.len()), (FileStatus::Failed, 0));
+        assert_eq!(outcome.error.as_deref(), Some("none of its 1 records is a CloudTrail event; first: record 0: missing field `eventID`"));
+        assert_eq!(outcome.rejected.len(), 1, "the object is kept for inspection");
     }
 
     #[test]

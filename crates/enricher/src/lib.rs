@@ -62,7 +62,9 @@ where
             Err(e) if e.is_retryable() && attempt < config.attempts => {
                 let backoff = config.retry_base * 2u32.saturating_pow(attempt - 1);
                 // Jitter from the clock's sub-millisecond digits: enough to spread retries.
-                let jitter = Duration::from_micros(u64::from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_micros())) % (backoff.as_micros() as u64 + 1));
+                let jitter = Duration::from_micros(
+                    u64::from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_micros())) % (backoff.as_micros() as u64 + 1),
+                );
                 warn!(%what, attempt, error = %e, "retrying");
                 tokio::time::sleep(backoff / 2 + jitter / 2).await;
                 attempt += 1;
@@ -146,7 +148,7 @@ mod tests {
     use trailwatch_core::conformance::sample_event;
     use trailwatch_core::layout::ObjectKind;
     use trailwatch_core::memory::{MemoryCheckpoints, MemoryHistory};
-    use trailwatch_core::ports::{HistoryPage, HistoryQuery, WriteReport};
+    use trailwatch_core::ports::{HistoryPage, HistoryQuery, OriginUpdate, WriteReport};
 
     /// History that fails its first `failures` appends, retryably or not.
     struct Flaky {
@@ -169,6 +171,12 @@ mod tests {
         }
         async fn count(&self) -> Result<u64, PortError> {
             self.inner.count().await
+        }
+        async fn set_origins(&self, updates: Arc<[OriginUpdate]>) -> Result<u64, PortError> {
+            self.inner.set_origins(updates).await
+        }
+        async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError> {
+            self.inner.get(account_id, event_id).await
         }
     }
 

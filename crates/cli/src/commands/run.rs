@@ -53,6 +53,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         workers: args.pipeline.workers.map_or_else(pipeline::default_workers, usize::from),
         mode: Mode::Watch { interval: Duration::from_secs(args.interval) },
     };
+    let stats = Arc::new(PipelineStats::default());
     pipeline::run(setup, store, stats.clone(), shutdown).await?;
     println!("stopped; {} events stored while watching", thousands(PipelineStats::get(&stats.events_stored)));
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,64 @@
+//! `trailwatch export`: stored events as JSON Lines, in event-time order.
+
+use std::io::{BufWriter, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use trailwatch_core::ports::{HistoryQuery, HistoryStore};
+use trailwatch_core::time::parse_bound;
+
+use crate::cli::ExportArgs;
+use crate::pipeline;
+
+const PAGE: usize = 2000;
+
+/// Writes a record on one line. CloudTrail writes records compact, and they
+/// go out byte for byte; a record that came in pretty-printed loses its line
+/// breaks (JSON strings cannot hold raw line breaks, so only whitespace goes).
+fn write_line(out: &mut impl Write, raw: &str) -> std::io::Result<()> {
+    if raw.contains(['\n', '\r']) {
+        out.write_all(raw.replace(['\n', '\r'], "").as_bytes())?;
+    } else {
+        out.write_all(raw.as_bytes())?;
+    }
+    out.write_all(b"\n")
+}
+
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let now = super::now_ms();
+    let since = args.since.as_deref().map(|s| parse_bound(s, now)).transpose().context("--since")?;
+    let until = args.until.as_deref().map(|s| parse_bound(s, now)).transpose().context("--until")?;
+    if let Some(account) = &args.account {
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            anyhow::bail!("--account {account:?} is not a 12-digit AWS account id");
+        }
+    }
+    let db = pipeline::database_path(&args.data.data);
+    if !db.exists() {
+        anyhow::bail!("no trailwatch database at {}: run `trailwatch ingest --data {}` first", db.display(), args.data.data.display());
+    }
+    let store = pipeline::open_store(&args.data.data)?;
+    let mut query = HistoryQuery { since, until, account: args.account, after: None, limit: PAGE };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    loop {
+        let page = store.page(&query).await.context("reading history")?;
+        for event in &page.events {
+            let written = write_line(&mut out, &event.raw);
+            if let Err(e) = written {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                return Err(e).context("writing to standard output");
+            }
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to standard output"),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}

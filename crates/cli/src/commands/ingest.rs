@@ -1,0 +1,54 @@
+//! `trailwatch ingest`: read every new file of a trail directory once.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use trailwatch_collector::Mode;
+use trailwatch_core::ports::Checkpoints;
+use trailwatch_core::stats::PipelineStats;
+
+use crate::cli::IngestArgs;
+use crate::pipeline::{self, PipelineSetup, Progress};
+use crate::summary::ingest_summary;
+
+/// Problem files listed in the summary at most.
+const PROBLEMS_SHOWN: u64 = 10;
+
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let trail = args.pipeline.trail.context("--trail DIR is required: the directory to read, laid out like the trail bucket")?;
+    let store = pipeline::open_store(&args.data.data)?;
+    let stats = Arc::new(PipelineStats::default());
+    let text = ingest_once(&trail, &args.pipeline.prefix, args.pipeline.workers, &store, &stats, super::shutdown_on_signal()).await?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs one scan of the trail to the end and returns the summary text.
+pub async fn ingest_once(
+    trail: &std::path::Path,
+    prefix: &str,
+    workers: Option<u16>,
+    store: &Arc<trailwatch_embedded::SqliteStore>,
+    stats: &Arc<PipelineStats>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<String> {
+    let ticker = CancellationToken::new();
+    let progress = Progress::start(stats.clone(), ticker.clone());
+    let setup = PipelineSetup {
+        trail: trail.to_owned(),
+        prefix: prefix.to_owned(),
+        workers: workers.map_or_else(pipeline::default_workers, usize::from),
+        mode: Mode::Once,
+    };
+    let result = pipeline::run(setup, store.clone(), stats.clone(), shutdown).await;
+    ticker.cancel();
+    let elapsed = progress.elapsed();
+    progress.finish();
+    result?;
+    let g = PipelineStats::get;
+    let problem_count = g(&stats.files_failed) + g(&stats.files_partial) + g(&stats.files_empty);
+    let problems = if problem_count > 0 { store.problems(problem_count.min(PROBLEMS_SHOWN) as usize).await.context("reading the ledger")? } else { Vec::new() };
+    Ok(ingest_summary(stats, elapsed, &problems))
+}

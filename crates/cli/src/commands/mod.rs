@@ -1,0 +1,73 @@
+//! One module per subcommand.
+
+mod export;
+mod gen;
+mod ingest;
+mod ledger;
+mod run;
+
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, DataArgs, PipelineArgs, RunArgs};
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::Run(args)) => run::run(args).await,
+        None => {
+            run::run(RunArgs {
+                data: DataArgs { data: "trailwatch-data".into() },
+                pipeline: PipelineArgs { trail: None, prefix: String::new(), workers: None },
+                interval: 5,
+                demo_events: 60_000,
+            })
+            .await
+        }
+        Some(Command::Ingest(args)) => ingest::ingest(args).await,
+        Some(Command::Export(args)) => export::export(args).await,
+        Some(Command::Gen(args)) => gen::gen(args).await,
+        Some(Command::Ledger(args)) => ledger::ledger(args).await,
+    }
+}
+
+/// A token cancelled by Ctrl-C (SIGINT) or SIGTERM. A second signal exits at once.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing the files in flight (press Ctrl-C again to stop at once)");
+        cancel.cancel();
+        wait_for_signal().await;
+        eprintln!("stopped at once; files in flight will be read again next time");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,84 @@
+//! The text a person reads after an ingest.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use trailwatch_core::ports::LedgerEntry;
+use trailwatch_core::stats::PipelineStats;
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes as `12.3 MB`.
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The summary of one ingest: files by outcome, events, speed, skips and problems.
+pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[LedgerEntry]) -> String {
+    let g = PipelineStats::get;
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let stored = g(&stats.events_stored);
+    let mut out = String::new();
+    let _ = writeln!(out, "ingest finished in {secs:.1} s");
+    let _ = writeln!(
+        out,
+        "  files    {} read: {} done, {} partial, {} empty, {} failed · {} digest · {} already in the ledger",
+        thousands(g(&stats.files_read)),
+        thousands(g(&stats.files_done)),
+        thousands(g(&stats.files_partial)),
+        thousands(g(&stats.files_empty)),
+        thousands(g(&stats.files_failed)),
+        thousands(g(&stats.digests)),
+        thousands(g(&stats.files_unchanged)),
+    );
+    let _ = writeln!(
+        out,
+        "  events   {} stored · {} already stored · {} rejected",
+        thousands(stored),
+        thousands(g(&stats.events_duplicate)),
+        thousands(g(&stats.events_rejected)),
+    );
+    let uncompressed = g(&stats.bytes_uncompressed);
+    let _ = writeln!(
+        out,
+        "  speed    {} events/s · {:.1} MB/s of JSON ({} read, {} compressed)",
+        thousands((g(&stats.events_parsed) as f64 / secs) as u64),
+        uncompressed as f64 / 1e6 / secs,
+        megabytes(uncompressed),
+        megabytes(g(&stats.bytes_compressed)),
+    );
+    for (reason, count, example) in stats.skipped() {
+        let _ = writeln!(out, "  skipped  {} {reason} (e.g. {example})", thousands(count));
+    }
+    if !problems.is_empty() {
+        let _ = writeln!(out, "  problems (see `trailwatch ledger`):");
+        for p in problems {
+            let _ = writeln!(out, "    {:<7}  {}: {}", p.status.as_str(), p.key, p.error.as_deref().unwrap_or("-"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

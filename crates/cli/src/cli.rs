@@ -25,6 +25,20 @@ pub enum Command {
     Gen(GenArgs),
     /// Show the ledger: files by status, and the files that failed or had records rejected.
     Ledger(LedgerArgs),
+    /// Who is behind a temporary access key: the origin and chain of its session, as JSON.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The access key id (`ASIA…`) to resolve.
+    pub access_key_id: String,
+    /// When the key was used (the same id can be issued again later): a time, a date, or a duration back from now.
+    /// Default: the newest event time stored.
+    #[arg(long)]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -45,6 +59,9 @@ pub struct PipelineArgs {
     /// Files read at the same time (default: the number of cores).
     #[arg(long, env = "TRAILWATCH_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
+    /// Store events without resolving who is behind them (to measure what resolution costs).
+    #[arg(long)]
+    pub no_identity: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,9 +12,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use trailwatch_collector::{CollectorConfig, CollectorPorts, Mode};
+use trailwatch_core::identity::{PendingConfig, PendingSet, Resolver, ResolverConfig};
 use trailwatch_core::stats::PipelineStats;
 use trailwatch_embedded::{DirSource, SqliteStore};
 use trailwatch_enricher::{EnricherConfig, EnricherPorts};
+
+/// Messages the collector may queue for the enricher.
+const CHANNEL_MESSAGES: usize = 64;
 
 /// Everything one pipeline run needs.
 pub struct PipelineSetup {
@@ -22,6 +26,14 @@ pub struct PipelineSetup {
     pub prefix: String,
     pub workers: usize,
     pub mode: Mode,
+    /// Resolve who is behind each event (off only to measure what it costs).
+    pub resolve: bool,
+}
+
+/// Identity resolution over the store: sessions, the history fallback, and the pending set.
+pub fn identity(store: &Arc<SqliteStore>) -> Arc<PendingSet> {
+    let resolver = Arc::new(Resolver::new(store.clone(), Some(store.clone()), ResolverConfig::default()));
+    Arc::new(PendingSet::new(resolver, store.clone(), PendingConfig::default()))
 }
 
 /// The database file under a data directory.
@@ -42,16 +54,18 @@ pub fn default_workers() -> usize {
 
 /// Runs the collector and the enricher until the collector is done (one
 /// scan) or `shutdown` fires (watching), and every received file is stored.
-pub async fn run(setup: PipelineSetup, store: Arc<SqliteStore>, stats: Arc<PipelineStats>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(setup: PipelineSetup, store: Arc<SqliteStore>, identity: Option<Arc<PendingSet>>, stats: Arc<PipelineStats>, shutdown: CancellationToken) -> anyhow::Result<()> {
     if !setup.trail.is_dir() {
         anyhow::bail!("the trail directory {} does not exist or is not a directory", setup.trail.display());
     }
     let source = Arc::new(DirSource::new(&setup.trail));
-    // A few chunks per worker in flight: enough to keep the store busy, small enough to bound memory.
-    let (tx, rx) = mpsc::channel(setup.workers * 4);
+    // Messages in flight: a chunk holds at most 1000 events (about 1.3 MB), so
+    // memory stays bounded, while enough small files queue up behind a store
+    // write for the enricher to write them together in one transaction.
+    let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let enricher = tokio::spawn(trailwatch_enricher::run(
         EnricherConfig::default(),
-        EnricherPorts { history: store.clone(), checkpoints: store.clone() },
+        EnricherPorts { history: store.clone(), checkpoints: store.clone(), identity: if setup.resolve { identity } else { None } },
         rx,
         stats.clone(),
         shutdown.clone(),

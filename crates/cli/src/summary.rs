@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use trailwatch_core::identity::ResolverStats;
 use trailwatch_core::ports::LedgerEntry;
 use trailwatch_core::stats::PipelineStats;
 
@@ -24,8 +25,15 @@ pub fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-/// The summary of one ingest: files by outcome, events, speed, skips and problems.
-pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[LedgerEntry]) -> String {
+/// What identity resolution did during an ingest.
+pub struct IdentityFigures {
+    /// Events waiting for a session now (all of the store's, not only this run's).
+    pub waiting: u64,
+    pub resolver: ResolverStats,
+}
+
+/// The summary of one ingest: files by outcome, events, identity, speed, skips and problems.
+pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[LedgerEntry], identity: Option<&IdentityFigures>) -> String {
     let g = PipelineStats::get;
     let secs = elapsed.as_secs_f64().max(0.001);
     let stored = g(&stats.events_stored);
@@ -44,11 +52,34 @@ pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[Ledg
     );
     let _ = writeln!(
         out,
-        "  events   {} stored · {} already stored · {} rejected",
+        "  events   {} stored · {} already stored · {} rejected · {} store writes",
         thousands(stored),
         thousands(g(&stats.events_duplicate)),
         thousands(g(&stats.events_rejected)),
+        thousands(g(&stats.history_writes)),
     );
+    if let Some(identity) = identity {
+        let r = &identity.resolver;
+        let lookups = r.cache.hits + r.cache.negative_hits + r.cache.misses;
+        let _ = writeln!(
+            out,
+            "  identity on arrival {} exact · {} derived · {} unresolved · {} waiting for a session; then {} origin updates; still waiting {}",
+            thousands(g(&stats.resolved_exact)),
+            thousands(g(&stats.resolved_derived)),
+            thousands(g(&stats.resolved_unresolved)),
+            thousands(g(&stats.resolved_waiting)),
+            thousands(g(&stats.origins_updated)),
+            thousands(identity.waiting),
+        );
+        let _ = writeln!(
+            out,
+            "           {} sessions captured · {:.1} store lookups per 1,000 events · cache hit rate {:.1}% · {} history searches",
+            thousands(g(&stats.sessions_captured)),
+            r.store_lookups_per_thousand(),
+            if lookups == 0 { 0.0 } else { (r.cache.hits + r.cache.negative_hits) as f64 * 100.0 / lookups as f64 },
+            thousands(r.archive_lookups),
+        );
+    }
     let uncompressed = g(&stats.bytes_uncompressed);
     let _ = writeln!(
         out,

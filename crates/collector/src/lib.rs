@@ -5,7 +5,7 @@
 //!
 //! One scan lists the source, classifies every key
 //! ([`trailwatch_core::layout::classify`]), asks the ledger which files still
-//! need work, and reads those, `workers` at a time, oldest key first. In
+//! need work, and reads those, `workers` at a time, oldest file time first. In
 //! [`Mode::Watch`] scans repeat until shutdown.
 
 mod read;
@@ -24,7 +24,7 @@ use trailwatch_core::layout::{classify, ObjectKind, TrailKey};
 use trailwatch_core::ports::{Checkpoints, LedgerEntry, LogSource, ObjectMeta, PortError};
 use trailwatch_core::stats::PipelineStats;
 
-pub use read::{read_object, Abandoned, CHUNK_EVENTS};
+pub use read::{read_object, Abandoned, Chunk, CHUNK_EVENTS};
 
 /// How long the collector runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +131,10 @@ async fn scan(
     if todo.is_empty() {
         return Ok(());
     }
+    // Oldest file first across every account and region, not key order (which
+    // is account by account): identity resolution meets sessions in about the
+    // order they were issued, and its trail-time clock only moves forward.
+    todo.sort_by(|(a_meta, a), (b_meta, b)| a.file_time.cmp(&b.file_time).then_with(|| a_meta.key.cmp(&b_meta.key)));
     info!(files = todo.len(), "new files to read");
     PipelineStats::add(&stats.files_queued, todo.len() as u64);
     let permits = Arc::new(Semaphore::new(config.workers.max(1)));
@@ -211,9 +215,10 @@ async fn handle_file(
         let shared_key: Arc<str> = meta.key.as_str().into();
         let stats_in = stats.clone();
         let read = tokio::task::spawn_blocking(move || {
-            read_object(&shared_key, &key, &meta, body, &mut |events| {
-                PipelineStats::add(&stats_in.events_parsed, events.len() as u64);
-                tx_events.blocking_send(FileBatch::Events { key: shared_key.clone(), events }).is_ok()
+            read_object(&shared_key, &key, &meta, body, &mut |chunk| {
+                PipelineStats::add(&stats_in.events_parsed, chunk.events.len() as u64);
+                PipelineStats::add(&stats_in.sessions_captured, chunk.sessions.len() as u64);
+                tx_events.blocking_send(FileBatch::Events { key: shared_key.clone(), events: chunk.events, sessions: chunk.sessions }).is_ok()
             })
         })
         .await;

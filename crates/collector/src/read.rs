@@ -5,7 +5,9 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use trailwatch_core::event::{Event, FileOutcome, FileStatus, RejectedRecord, REJECT_KEEP_BYTES};
+use trailwatch_core::event::{Event, FileOutcome, FileStatus, RecordError, RejectedRecord, REJECT_KEEP_BYTES};
+use trailwatch_core::identity::{capture, Session};
+use trailwatch_core::view::RecordView;
 use trailwatch_core::layout::TrailKey;
 use trailwatch_core::ports::ObjectMeta;
 use trailwatch_core::reader::{decode, ReadError, RecordReader};
@@ -16,6 +18,16 @@ pub const CHUNK_EVENTS: usize = 1000;
 /// The receiving side went away (shutdown); the file was not finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Abandoned;
+
+/// Validates one record into an event, and captures the session it issued, if any.
+fn accept(index: usize, bytes: &[u8], key_account: &str, sessions: &mut Vec<Session>) -> Result<Event, RecordError> {
+    let view = RecordView::parse(bytes).map_err(|e| RecordError { index, event_id: None, reason: format!("invalid record JSON: {e}") })?;
+    let event = Event::from_view(index, bytes, &view, key_account)?;
+    if let Some(session) = capture(&view, key_account) {
+        sessions.push(session);
+    }
+    Ok(event)
+}
 
 /// Counts a reader kept while reading, to report throughput.
 struct Counting<R> {
@@ -31,15 +43,23 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Accepted events of a file, with the sessions their records issued.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    pub events: Vec<Event>,
+    pub sessions: Vec<Session>,
+}
+
 /// Reads one log or insight file. Accepted events go to `send` in chunks of
-/// [`CHUNK_EVENTS`] (it returns false when the receiver is gone); rejected
-/// records and read errors end up in the returned outcome.
+/// [`CHUNK_EVENTS`] (it returns false when the receiver is gone), each with
+/// the sessions its credential-issuing records issued; rejected records and
+/// read errors end up in the returned outcome.
 pub fn read_object(
     key: &Arc<str>,
     trail_key: &TrailKey,
     meta: &ObjectMeta,
     body: impl Read + Send,
-    send: &mut dyn FnMut(Vec<Event>) -> bool,
+    send: &mut dyn FnMut(Chunk) -> bool,
 ) -> Result<(FileOutcome, u64), Abandoned> {
     let mut outcome = FileOutcome {
         key: key.to_string(),
@@ -64,15 +84,16 @@ pub fn read_object(
         }
     };
     let mut reader = RecordReader::new(decoded);
-    let mut chunk = Vec::with_capacity(CHUNK_EVENTS);
+    let mut chunk = Chunk { events: Vec::with_capacity(CHUNK_EVENTS), sessions: Vec::new() };
     let error = loop {
         match reader.next_record() {
-            Ok(Some(record)) => match Event::from_record(record.index, record.bytes, &trail_key.account_id) {
+            Ok(Some(record)) => match accept(record.index, record.bytes, &trail_key.account_id, &mut chunk.sessions) {
                 Ok(event) => {
-                    chunk.push(event);
-                    if chunk.len() == CHUNK_EVENTS {
+                    chunk.events.push(event);
+                    if chunk.events.len() == CHUNK_EVENTS {
                         outcome.events += CHUNK_EVENTS as u64;
-                        if !send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_EVENTS))) {
+                        let full = std::mem::replace(&mut chunk, Chunk { events: Vec::with_capacity(CHUNK_EVENTS), sessions: Vec::new() });
+                        if !send(full) {
                             return Err(Abandoned);
                         }
                     }
@@ -89,8 +110,8 @@ pub fn read_object(
     outcome.bytes = reader.bytes_read();
     let records = reader.records();
     drop(reader);
-    if !chunk.is_empty() {
-        outcome.events += chunk.len() as u64;
+    if !chunk.events.is_empty() {
+        outcome.events += chunk.events.len() as u64;
         if !send(chunk) {
             return Err(Abandoned);
         }
@@ -145,7 +166,7 @@ mod tests {
         let mut chunks = 0;
         let (outcome, _) = read_object(&key, &classify(KEY).unwrap(), &meta, bytes, &mut |chunk| {
             chunks += 1;
-            events.extend(chunk);
+            events.extend(chunk.events);
             true
         })
         .unwrap();

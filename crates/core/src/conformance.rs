@@ -5,8 +5,8 @@
 use std::io::Read;
 
 use crate::event::{Event, FileOutcome, FileStatus, RecordError, RejectedRecord};
+use crate::identity::{Caller, Confidence, Hop, IssueKind, Origin, OriginKind, PendingItem, PendingStore, Session, SessionStore};
 use crate::layout::ObjectKind;
-use crate::identity::{Confidence, Hop, IssueKind, Origin, OriginKind};
 use crate::ports::{Checkpoints, HistoryQuery, HistoryStore, LedgerEntry, LogSource, ObjectMeta, OriginUpdate};
 
 /// A realistic event for the suite.
@@ -62,7 +62,10 @@ pub async fn history_store(store: &dyn HistoryStore) {
         .await
         .expect("bounded page");
     assert!(!bounded.events.is_empty());
-    assert!(bounded.events.iter().all(|e| e.account_id == "111122223333" && e.event_time >= base + 2000 && e.event_time < base + 5000), "since is inclusive, until exclusive, account filters");
+    assert!(
+        bounded.events.iter().all(|e| e.account_id == "111122223333" && e.event_time >= base + 2000 && e.event_time < base + 5000),
+        "since is inclusive, until exclusive, account filters"
+    );
     assert_eq!(bounded.next, None, "a page that is not full is the last");
     let original = events.iter().find(|e| e.event_id == bounded.events[0].event_id && e.account_id == bounded.events[0].account_id).expect("stored event");
     assert_eq!(&bounded.events[0], original, "a stored event comes back as it was written, raw bytes included");
@@ -74,7 +77,8 @@ pub async fn history_store(store: &dyn HistoryStore) {
     let fetched = store.get("111122223333", "ev-origin").await.expect("get").expect("stored");
     assert_eq!(fetched, resolved, "the origin is stored with the event");
     assert_eq!(store.get("111122223333", "no-such-event").await.expect("get"), None);
-    let update = OriginUpdate { account_id: "111122223333".into(), event_id: "ev-origin".into(), event_time: base + 50_000, origin: sample_origin(Confidence::Exact) };
+    let update =
+        OriginUpdate { account_id: "111122223333".into(), event_id: "ev-origin".into(), event_time: base + 50_000, origin: sample_origin(Confidence::Exact) };
     let missing = OriginUpdate { event_id: "no-such-event".into(), ..update.clone() };
     assert_eq!(store.set_origins(vec![update, missing].into()).await.expect("set origins"), 1, "only stored events are updated");
     let fetched = store.get("111122223333", "ev-origin").await.expect("get").expect("stored");
@@ -127,11 +131,14 @@ pub async fn checkpoints(ledger: &dyn Checkpoints) {
     let b = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/b.json.gz".to_owned();
     assert!(ledger.lookup(std::slice::from_ref(&a)).await.expect("lookup").is_empty(), "an unknown key has no entry");
 
-    ledger.record(&outcome(&a, FileStatus::Done, 120), 10).await.expect("record");
+    ledger.record(vec![outcome(&a, FileStatus::Done, 120)].into(), 10).await.expect("record");
     let mut failed = outcome(&b, FileStatus::Failed, 3);
     failed.error = Some("the data ends unexpectedly at byte 4096 (truncated file)".into());
-    failed.rejected = vec![RejectedRecord { error: RecordError { index: 2, event_id: Some("e-2".into()), reason: "missing field `eventName`".into() }, raw: r#"{"eventID":"e-2"}"#.into() }];
-    ledger.record(&failed, 20).await.expect("record");
+    failed.rejected = vec![RejectedRecord {
+        error: RecordError { index: 2, event_id: Some("e-2".into()), reason: "missing field `eventName`".into() },
+        raw: r#"{"eventID":"e-2"}"#.into(),
+    }];
+    ledger.record(vec![failed.clone()].into(), 20).await.expect("record");
 
     let found = ledger.lookup(&[a.clone(), b.clone(), "other".into()]).await.expect("lookup");
     assert_eq!(found.len(), 2);
@@ -149,9 +156,13 @@ pub async fn checkpoints(ledger: &dyn Checkpoints) {
     let problems = ledger.problems(10).await.expect("problems");
     assert_eq!(problems.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), vec![b.as_str()]);
 
-    ledger.record(&outcome(&b, FileStatus::Done, 200), 30).await.expect("record again");
+    ledger.record(vec![outcome(&b, FileStatus::Done, 200)].into(), 30).await.expect("record again");
     let entry = &ledger.lookup(std::slice::from_ref(&b)).await.expect("lookup")[&b];
-    assert_eq!((entry.status, entry.events, entry.attempts, entry.error.as_deref()), (FileStatus::Done, 200, 2, None), "a retry replaces the outcome and counts the attempt");
+    assert_eq!(
+        (entry.status, entry.events, entry.attempts, entry.error.as_deref()),
+        (FileStatus::Done, 200, 2, None),
+        "a retry replaces the outcome and counts the attempt"
+    );
     assert!(ledger.rejected(&b).await.expect("rejected").is_empty(), "a clean retry clears the old rejects");
 
     let summary = ledger.summary().await.expect("summary");
@@ -183,3 +194,212 @@ pub async fn log_source(source: &dyn LogSource, put: &dyn Fn(&str, &[u8])) {
     assert!(source.locate(keys[0]).contains(keys[0]), "locations name the key");
 }
 
+const HOUR: i64 = 3_600_000;
+const MINUTE: i64 = 60_000;
+
+/// A realistic session for the suites: an IAM user's role session.
+pub fn sample_session(key: &str, issued_at: i64, lasts: i64, event_id: &str) -> Session {
+    Session {
+        access_key_id: key.into(),
+        issued_at,
+        expires_at: issued_at + lasts,
+        kind: IssueKind::AssumeRole,
+        account_id: "741258963012".into(),
+        role_arn: Some("arn:aws:iam::741258963012:role/PaymentsDeployer".into()),
+        session_name: Some(format!("deploy-{event_id}")),
+        assumed_arn: Some(format!("arn:aws:sts::741258963012:assumed-role/PaymentsDeployer/deploy-{event_id}")),
+        source_identity: Some("devon.clarke".into()),
+        event_id: event_id.into(),
+        event_account: "508917263341".into(),
+        shared_event_id: Some(format!("shared-{event_id}")),
+        caller: Caller {
+            identity_type: "IAMUser".into(),
+            arn: Some("arn:aws:iam::508917263341:user/devon.clarke".into()),
+            principal_id: Some("AIDAFEO5EZBWEA7PQYPJZ".into()),
+            account_id: Some("508917263341".into()),
+            access_key_id: Some("AKIAEPABNI2D6CI7OKXG".into()),
+            user_name: Some("devon.clarke".into()),
+            ..Caller::default()
+        },
+    }
+}
+
+/// The role owner's copy of `session`: same key and issue time, the caller
+/// known only as its account, another `eventID` and recipient account.
+pub fn owner_copy(session: &Session) -> Session {
+    Session {
+        event_id: format!("{}-owner", session.event_id),
+        event_account: session.account_id.clone(),
+        caller: Caller {
+            identity_type: "AWSAccount".into(),
+            principal_id: session.caller.principal_id.clone(),
+            account_id: session.caller.account_id.clone(),
+            ..Caller::default()
+        },
+        ..session.clone()
+    }
+}
+
+/// Sessions: lookups by access key and validity window, the latest of several
+/// valid, a key reused hours apart, retention judged at `now`, and the two
+/// copies of a cross-account call merged whichever arrives first.
+///
+/// The store under test must keep sessions at least 5 minutes and less than
+/// a year past their expiration.
+pub async fn session_store(store: &dyn SessionStore) {
+    let t0 = 1_710_000_000_000;
+    let get = |key: &'static str, at: i64| async move { store.get(key, at, at).await.expect("get") };
+    assert_eq!(get("ASIAUNKNOWN000000000", t0).await, None, "an unknown key has no session");
+
+    let first = sample_session("ASIACONFORMKEY000001", t0, HOUR, "first");
+    store.put(vec![first.clone()].into()).await.expect("put");
+    assert_eq!(get("ASIACONFORMKEY000001", t0 + 30 * MINUTE).await, Some(first.clone()), "a stored session comes back whole at a time inside its window");
+    assert!(get("ASIACONFORMKEY000001", t0 - 30_000).await.is_some(), "a use logged up to a minute before issue still belongs to the session (clock slack)");
+    assert!(
+        get("ASIACONFORMKEY000001", t0 + HOUR + 30_000).await.is_some(),
+        "a use logged up to a minute after expiry still belongs to the session (clock slack)"
+    );
+    assert_eq!(get("ASIACONFORMKEY000001", t0 - 10 * MINUTE).await, None, "no session before the key was issued");
+    assert_eq!(get("ASIACONFORMKEY000001", t0 + HOUR + 10 * MINUTE).await, None, "no session after the credentials expired");
+
+    // AWS hands the same key id out again hours later: each use finds its own session.
+    let again = Session {
+        caller: Caller { identity_type: "AWSService".into(), invoked_by: Some("glue.amazonaws.com".into()), ..Caller::default() },
+        ..sample_session("ASIACONFORMKEY000001", t0 + 5 * HOUR, HOUR, "again")
+    };
+    store.put(vec![again.clone()].into()).await.expect("put");
+    assert_eq!(
+        get("ASIACONFORMKEY000001", t0 + 30 * MINUTE).await.map(|s| s.event_id),
+        Some("first".to_owned()),
+        "a reused key: the early use finds the early session"
+    );
+    assert_eq!(get("ASIACONFORMKEY000001", t0 + 5 * HOUR + 30 * MINUTE).await, Some(again), "a reused key: the later use finds the later session");
+    assert_eq!(get("ASIACONFORMKEY000001", t0 + 3 * HOUR).await, None, "a reused key: between the two windows there is no session");
+
+    // Several valid at once: the latest issued.
+    let long = sample_session("ASIACONFORMKEY000002", t0, 12 * HOUR, "long");
+    let short = sample_session("ASIACONFORMKEY000002", t0 + HOUR, HOUR, "short");
+    store.put(vec![short, long].into()).await.expect("put");
+    assert_eq!(
+        get("ASIACONFORMKEY000002", t0 + 90 * MINUTE).await.map(|s| s.event_id),
+        Some("short".to_owned()),
+        "when several are valid, the latest issued wins"
+    );
+    assert_eq!(
+        get("ASIACONFORMKEY000002", t0 + 3 * HOUR).await.map(|s| s.event_id),
+        Some("long".to_owned()),
+        "outside the later window, the earlier one still answers"
+    );
+
+    // Retention: judged at `now`, not at the time of use.
+    let retained = sample_session("ASIACONFORMKEY000003", t0, HOUR, "retained");
+    store.put(vec![retained].into()).await.expect("put");
+    let found = store.get("ASIACONFORMKEY000003", t0 + 30 * MINUTE, t0 + HOUR + 5 * MINUTE).await.expect("get");
+    assert!(found.is_some(), "a session is still returned a few minutes past expiry (the store's retention margin)");
+    let found = store.get("ASIACONFORMKEY000003", t0 + 30 * MINUTE, t0 + 400 * 24 * HOUR).await.expect("get");
+    assert_eq!(found, None, "a session whose retention has passed at `now` is never returned, even if the backend still holds it");
+
+    // The two copies of a cross-account call, in either order.
+    for (name, owner_first) in [("ASIACONFORMKEY000004", true), ("ASIACONFORMKEY000005", false)] {
+        let caller_copy = sample_session(name, t0 + 2 * HOUR, HOUR, &format!("cross-{owner_first}"));
+        let owner = owner_copy(&caller_copy);
+        let order = if owner_first { [owner.clone(), caller_copy.clone()] } else { [caller_copy.clone(), owner.clone()] };
+        for copy in order {
+            store.put(vec![copy].into()).await.expect("put");
+        }
+        let merged = get(name, t0 + 2 * HOUR + MINUTE).await.expect("a cross-account session is found");
+        let first = if owner_first { "the role owner's" } else { "the caller's" };
+        assert_eq!(merged.caller, caller_copy.caller, "copies merge when {first} copy arrives first: the caller's full identity wins");
+        assert_eq!(
+            (merged.event_id.as_str(), merged.event_account.as_str()),
+            (caller_copy.event_id.as_str(), caller_copy.event_account.as_str()),
+            "copies merge when {first} copy arrives first: the caller's eventID is kept"
+        );
+        assert_eq!(merged, caller_copy, "copies merge when {first} copy arrives first: one session, nothing lost");
+    }
+    let lone_owner = owner_copy(&sample_session("ASIACONFORMKEY000006", t0, HOUR, "lone"));
+    store.put(vec![lone_owner.clone(), lone_owner.clone()].into()).await.expect("put");
+    assert_eq!(
+        get("ASIACONFORMKEY000006", t0 + MINUTE).await,
+        Some(lone_owner),
+        "the role owner's copy alone is a session, and putting it twice changes nothing"
+    );
+
+    // One put, many sessions.
+    let many: Vec<Session> = (0..50).map(|i| sample_session(&format!("ASIACONFORMBATCH{i:04}"), t0 + i * MINUTE, HOUR, &format!("batch-{i}"))).collect();
+    store.put(many.clone().into()).await.expect("put many");
+    for s in &many {
+        assert_eq!(
+            store.get(&s.access_key_id, s.issued_at + MINUTE, s.issued_at).await.expect("get").as_ref(),
+            Some(s),
+            "every session of a batch put is stored"
+        );
+    }
+}
+
+fn pending(account: &str, event_id: &str, event_time: i64, key: &str) -> PendingItem {
+    PendingItem {
+        account_id: account.into(),
+        event_id: event_id.into(),
+        event_time,
+        actor: Caller {
+            identity_type: "AssumedRole".into(),
+            arn: Some("arn:aws:sts::629384751068:assumed-role/ExperimentRunner/li.wei-notebook".into()),
+            account_id: Some(account.into()),
+            access_key_id: Some(key.into()),
+            session_issuer_arn: Some("arn:aws:iam::629384751068:role/ExperimentRunner".into()),
+            ..Caller::default()
+        },
+        shared_event_id: (event_id.ends_with('s')).then(|| format!("shared-{event_id}")),
+        missing_key: key.into(),
+        missing_at: event_time - MINUTE,
+    }
+}
+
+fn sorted(mut items: Vec<PendingItem>) -> Vec<PendingItem> {
+    items.sort_by(|a, b| (&a.account_id, &a.event_id).cmp(&(&b.account_id, &b.event_id)));
+    items
+}
+
+/// The pending set: items taken by the key they wait on or by age, replaced
+/// by (account, eventID), and returned whole.
+pub async fn pending_store(store: &dyn PendingStore) {
+    let t0 = 1_710_000_000_000;
+    assert_eq!(store.count().await.expect("count"), 0, "a new pending store is empty");
+    assert!(store.take_waiting_on(&["ASIANOTHING".into()]).await.expect("take").is_empty(), "nothing waits on an unknown key");
+    assert!(store.take_expired(t0).await.expect("take expired").is_empty(), "nothing expires in an empty store");
+
+    let a1 = pending("629384751068", "e1", t0, "ASIAPENDING1");
+    let a2 = pending("629384751068", "e2s", t0 + MINUTE, "ASIAPENDING1");
+    let a3 = pending("629384751068", "e3", t0 + 2 * MINUTE, "ASIAPENDING2");
+    let b1 = pending("741258963012", "e1", t0 + 3 * MINUTE, "ASIAPENDING3");
+    store.add(vec![a1.clone(), a2.clone(), a3.clone(), b1.clone()].into()).await.expect("add");
+    assert_eq!(store.count().await.expect("count"), 4, "the same eventID in another account is another waiting event");
+
+    let taken = store.take_waiting_on(&["ASIAPENDING1".into()]).await.expect("take");
+    assert_eq!(sorted(taken), vec![a1.clone(), a2], "take_waiting_on returns every event waiting on the key, whole");
+    assert!(store.take_waiting_on(&["ASIAPENDING1".into()]).await.expect("take").is_empty(), "taken events are removed");
+    assert_eq!(store.count().await.expect("count"), 2);
+
+    let moved = PendingItem { missing_key: "ASIAPENDING4".into(), missing_at: t0 - HOUR, ..a3.clone() };
+    store.add(vec![moved.clone()].into()).await.expect("add again");
+    assert_eq!(store.count().await.expect("count"), 2, "adding an event again replaces it (by account and eventID)");
+    assert!(store.take_waiting_on(&["ASIAPENDING2".into()]).await.expect("take").is_empty(), "a replaced event no longer waits on its old key");
+    let taken = store.take_waiting_on(&["ASIAPENDING4".into(), "ASIAPENDING3".into(), "ASIAPENDING4".into()]).await.expect("take");
+    assert_eq!(sorted(taken), vec![moved, b1], "take_waiting_on takes events waiting on any of the keys, each once");
+    assert_eq!(store.count().await.expect("count"), 0);
+
+    let old = pending("629384751068", "old", t0, "ASIAPENDING5");
+    let edge = pending("629384751068", "edge", t0 + HOUR, "ASIAPENDING5");
+    let new = pending("629384751068", "new", t0 + 2 * HOUR, "ASIAPENDING6");
+    store.add(vec![new.clone(), old.clone(), edge.clone()].into()).await.expect("add");
+    assert_eq!(store.take_expired(t0 + HOUR).await.expect("take expired"), vec![old], "take_expired takes events strictly before the bound, and only those");
+    assert_eq!(store.count().await.expect("count"), 2);
+    let rest = store.take_expired(t0 + 3 * HOUR).await.expect("take expired");
+    assert_eq!(sorted(rest), vec![edge, new], "expired events come back whole");
+    assert!(
+        store.take_waiting_on(&["ASIAPENDING5".into(), "ASIAPENDING6".into()]).await.expect("take").is_empty(),
+        "expired events no longer wait on their keys"
+    );
+    assert_eq!(store.count().await.expect("count"), 0);
+}

@@ -209,7 +209,8 @@ mod tests {
 
     #[test]
     fn names_the_missing_field_and_event() {
-        let err = Event::from_record(3, br#"{"eventID":"e9","eventTime":"2024-01-15T12:00:00Z","eventSource":"s3.amazonaws.com"}"#, "111122223333").unwrap_err();
+        let err =
+            Event::from_record(3, br#"{"eventID":"e9","eventTime":"2024-01-15T12:00:00Z","eventSource":"s3.amazonaws.com"}"#, "111122223333").unwrap_err();
         assert_eq!(err.to_string(), "record 3 (eventID e9): missing field `eventName`");
         let err = Event::from_record(0, br#"{"eventTime":"2024-01-15T12:00:00Z"}"#, "111122223333").unwrap_err();
         assert_eq!(err.to_string(), "record 0: missing field `eventID`");
@@ -228,7 +229,12 @@ mod tests {
 
     #[test]
     fn falls_back_to_the_key_account() {
-        let e = Event::from_record(0, br#"{"eventID":"e1","eventTime":"2014-01-15T12:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances"}"#, "111122223333").unwrap();
+        let e = Event::from_record(
+            0,
+            br#"{"eventID":"e1","eventTime":"2014-01-15T12:00:00Z","eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances"}"#,
+            "111122223333",
+        )
+        .unwrap();
         assert_eq!(e.account_id, "111122223333");
     }
 }
@@ -239,6 +245,7 @@ mod tests {
 /// file only after all of its events are stored.
 #[derive(Debug)]
 pub enum FileBatch {
-    Events { key: std::sync::Arc<str>, events: Vec<Event> },
+    /// Events of a file, and the sessions its credential-issuing records issued.
+    Events { key: std::sync::Arc<str>, events: Vec<Event>, sessions: Vec<crate::identity::Session> },
     Finished(FileOutcome),
 }

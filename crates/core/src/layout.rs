@@ -321,7 +321,8 @@ mod tests {
     use super::*;
     use crate::time::parse_utc;
 
-    const ORG_LOG: &str = "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz";
+    const ORG_LOG: &str =
+        "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz";
 
     #[test]
     fn classifies_trail_keys() {
@@ -420,11 +421,26 @@ mod tests {
             ("AWSLogs/111122223333/Config/us-east-1/2024/1/15/ConfigHistory/x.json.gz", "not a CloudTrail folder"),
             ("AWSLogs/111122223333/elasticloadbalancing/us-east-1/2024/01/15/x.log.gz", "not a CloudTrail folder"),
             ("AWSLogs/1111222233/CloudTrail/us-east-1/2024/01/15/x.json.gz", "malformed CloudTrail key"),
-            ("AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz", "malformed CloudTrail key"),
-            ("AWSLogs/111122223333/CloudTrail/us-east-1/2024/13/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz", "malformed CloudTrail key"),
-            ("AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json", "malformed CloudTrail key"),
-            ("AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/999999999999_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz", "malformed CloudTrail key"),
-            ("AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1265Z_AbCdEf0123456789.json.gz", "malformed CloudTrail key"),
+            (
+                "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz",
+                "malformed CloudTrail key",
+            ),
+            (
+                "AWSLogs/111122223333/CloudTrail/us-east-1/2024/13/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz",
+                "malformed CloudTrail key",
+            ),
+            (
+                "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json",
+                "malformed CloudTrail key",
+            ),
+            (
+                "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/999999999999_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz",
+                "malformed CloudTrail key",
+            ),
+            (
+                "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1265Z_AbCdEf0123456789.json.gz",
+                "malformed CloudTrail key",
+            ),
             ("AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_short.json.gz", "malformed CloudTrail key"),
         ];
         for (key, label) in cases {

@@ -1,13 +1,17 @@
 //! In-memory implementations of the ports, for tests and for tools that
 //! need no persistence.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
 use crate::event::{Event, FileOutcome, FileStatus, RejectedRecord};
-use crate::ports::{Checkpoints, HistoryCursor, OriginUpdate, HistoryPage, HistoryQuery, HistoryStore, LedgerEntry, LedgerSummary, LogSource, ObjectBody, ObjectMeta, PortError, WriteReport};
+use crate::identity::{PendingItem, PendingStore, Session, SessionStore};
+use crate::ports::{
+    Checkpoints, HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, LedgerEntry, LedgerSummary, LogSource, ObjectBody, ObjectMeta, OriginUpdate,
+    PortError, WriteReport,
+};
 use crate::time::EpochMillis;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,24 +90,26 @@ impl Checkpoints for MemoryCheckpoints {
         Ok(keys.iter().filter_map(|k| entries.get(k).map(|(e, _)| (k.clone(), e.clone()))).collect())
     }
 
-    async fn record(&self, outcome: &FileOutcome, at: EpochMillis) -> Result<(), PortError> {
+    async fn record(&self, outcomes: Arc<[FileOutcome]>, at: EpochMillis) -> Result<(), PortError> {
         let mut entries = lock(&self.entries);
-        let attempts = entries.get(&outcome.key).map_or(0, |(e, _)| e.attempts) + 1;
-        let entry = LedgerEntry {
-            key: outcome.key.clone(),
-            kind: outcome.kind,
-            account_id: outcome.account_id.clone(),
-            region: outcome.region.clone(),
-            status: outcome.status,
-            size: outcome.size,
-            modified: outcome.modified,
-            events: outcome.events,
-            rejected: outcome.rejected.len() as u64,
-            attempts,
-            error: outcome.error.clone(),
-            processed_at: at,
-        };
-        entries.insert(outcome.key.clone(), (entry, outcome.rejected.clone()));
+        for outcome in outcomes.iter() {
+            let attempts = entries.get(&outcome.key).map_or(0, |(e, _)| e.attempts) + 1;
+            let entry = LedgerEntry {
+                key: outcome.key.clone(),
+                kind: outcome.kind,
+                account_id: outcome.account_id.clone(),
+                region: outcome.region.clone(),
+                status: outcome.status,
+                size: outcome.size,
+                modified: outcome.modified,
+                events: outcome.events,
+                rejected: outcome.rejected.len() as u64,
+                attempts,
+                error: outcome.error.clone(),
+                processed_at: at,
+            };
+            entries.insert(outcome.key.clone(), (entry, outcome.rejected.clone()));
+        }
         Ok(())
     }
 
@@ -174,7 +180,10 @@ impl HistoryStore for MemoryHistory {
 
     async fn page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError> {
         let inner = lock(&self.inner);
-        let start = query.after.map_or(HistoryCursor { event_time: query.since.unwrap_or(i64::MIN), seq: i64::MIN }, |c| HistoryCursor { event_time: c.event_time, seq: c.seq + 1 });
+        let start = query.after.map_or(HistoryCursor { event_time: query.since.unwrap_or(i64::MIN), seq: i64::MIN }, |c| HistoryCursor {
+            event_time: c.event_time,
+            seq: c.seq + 1,
+        });
         let mut page = HistoryPage::default();
         for (cursor, event) in inner.by_time.range(start..) {
             if query.until.is_some_and(|u| event.event_time >= u) {
@@ -215,5 +224,143 @@ impl HistoryStore for MemoryHistory {
     async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError> {
         let inner = lock(&self.inner);
         Ok(inner.seen.get(&(account_id.to_owned(), event_id.to_owned())).and_then(|c| inner.by_time.get(c)).cloned())
+    }
+}
+
+/// How long past its expiration [`MemorySessionStore`] keeps a session by default.
+pub const DEFAULT_SESSION_RETENTION_MS: EpochMillis = 24 * 3_600_000;
+
+/// Sessions in memory, by access key id, each key's sessions in issue order.
+pub struct MemorySessionStore {
+    retention_ms: EpochMillis,
+    sessions: Mutex<HashMap<String, Vec<Session>>>,
+}
+
+impl Default for MemorySessionStore {
+    fn default() -> Self {
+        Self::with_retention(DEFAULT_SESSION_RETENTION_MS)
+    }
+}
+
+impl MemorySessionStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store that keeps sessions `retention_ms` past their expiration.
+    pub fn with_retention(retention_ms: EpochMillis) -> Self {
+        MemorySessionStore { retention_ms, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    /// Drops sessions whose retention has passed at `now`; returns how many.
+    pub fn purge(&self, now: EpochMillis) -> usize {
+        let mut all = lock(&self.sessions);
+        let before: usize = all.values().map(Vec::len).sum();
+        all.retain(|_, list| {
+            list.retain(|s| s.expires_at + self.retention_ms >= now);
+            !list.is_empty()
+        });
+        before - all.values().map(Vec::len).sum::<usize>()
+    }
+
+    /// Sessions held.
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessionStore {
+    async fn put(&self, sessions: Arc<[Session]>) -> Result<(), PortError> {
+        let mut all = lock(&self.sessions);
+        for session in sessions.iter() {
+            let list = all.entry(session.access_key_id.clone()).or_default();
+            match list.iter_mut().find(|s| s.same_issue(session)) {
+                Some(stored) => stored.merge(session),
+                None => {
+                    let at = list.partition_point(|s| s.issued_at <= session.issued_at);
+                    list.insert(at, session.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, access_key_id: &str, at: EpochMillis, now: EpochMillis) -> Result<Option<Session>, PortError> {
+        let all = lock(&self.sessions);
+        let Some(list) = all.get(access_key_id) else { return Ok(None) };
+        Ok(list.iter().rev().find(|s| s.valid_at(at) && s.expires_at + self.retention_ms >= now).cloned())
+    }
+}
+
+/// Events waiting for a session, in memory.
+#[derive(Default)]
+pub struct MemoryPendingStore {
+    inner: Mutex<PendingInner>,
+}
+
+type EventKey = (String, String);
+
+#[derive(Default)]
+struct PendingInner {
+    items: HashMap<EventKey, PendingItem>,
+    by_key: HashMap<String, BTreeSet<EventKey>>,
+    by_time: BTreeSet<(EpochMillis, EventKey)>,
+}
+
+impl PendingInner {
+    fn remove(&mut self, id: &EventKey) -> Option<PendingItem> {
+        let item = self.items.remove(id)?;
+        if let Some(ids) = self.by_key.get_mut(&item.missing_key) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_key.remove(&item.missing_key);
+            }
+        }
+        self.by_time.remove(&(item.event_time, id.clone()));
+        Some(item)
+    }
+}
+
+impl MemoryPendingStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl PendingStore for MemoryPendingStore {
+    async fn add(&self, items: Arc<[PendingItem]>) -> Result<(), PortError> {
+        let mut inner = lock(&self.inner);
+        for item in items.iter() {
+            let id = (item.account_id.clone(), item.event_id.clone());
+            inner.remove(&id);
+            inner.by_key.entry(item.missing_key.clone()).or_default().insert(id.clone());
+            inner.by_time.insert((item.event_time, id.clone()));
+            inner.items.insert(id, item.clone());
+        }
+        Ok(())
+    }
+
+    async fn take_waiting_on(&self, keys: &[String]) -> Result<Vec<PendingItem>, PortError> {
+        let mut inner = lock(&self.inner);
+        let ids: Vec<EventKey> = keys.iter().filter_map(|k| inner.by_key.get(k)).flatten().cloned().collect();
+        let mut out: Vec<PendingItem> = ids.iter().filter_map(|id| inner.remove(id)).collect();
+        out.sort_by(|a, b| (a.event_time, &a.account_id, &a.event_id).cmp(&(b.event_time, &b.account_id, &b.event_id)));
+        Ok(out)
+    }
+
+    async fn take_expired(&self, before: EpochMillis) -> Result<Vec<PendingItem>, PortError> {
+        let mut inner = lock(&self.inner);
+        let ids: Vec<EventKey> = inner.by_time.iter().take_while(|(t, _)| *t < before).map(|(_, id)| id.clone()).collect();
+        Ok(ids.iter().filter_map(|id| inner.remove(id)).collect())
+    }
+
+    async fn count(&self) -> Result<u64, PortError> {
+        Ok(lock(&self.inner).items.len() as u64)
     }
 }

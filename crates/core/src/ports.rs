@@ -111,9 +111,9 @@ pub trait Checkpoints: Send + Sync {
     /// The entries of those keys that have one.
     async fn lookup(&self, keys: &[String]) -> Result<HashMap<String, LedgerEntry>, PortError>;
 
-    /// Records a file's outcome (and its rejected records). A second outcome
-    /// for the same key replaces the first and counts an attempt.
-    async fn record(&self, outcome: &FileOutcome, at: EpochMillis) -> Result<(), PortError>;
+    /// Records files' outcomes (and their rejected records), all or none. A
+    /// second outcome for the same key replaces the first and counts an attempt.
+    async fn record(&self, outcomes: std::sync::Arc<[FileOutcome]>, at: EpochMillis) -> Result<(), PortError>;
 
     /// Counts by status.
     async fn summary(&self) -> Result<LedgerSummary, PortError>;

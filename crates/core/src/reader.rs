@@ -229,8 +229,11 @@ impl<R: Read> RecordReader<R> {
         }
     }
 
+    /// Drops the bytes already handed out, once they are a chunk's worth:
+    /// moving the unread tail to the front for every record would copy the
+    /// buffer once per record.
     fn compact(&mut self) {
-        if self.consumed > 0 {
+        if self.consumed >= CHUNK {
             self.buf.drain(..self.consumed);
             self.base += self.consumed as u64;
             self.consumed = 0;
@@ -371,8 +374,10 @@ mod tests {
 
     #[test]
     fn reads_log_file_records() {
-        let (records, err) = collect(br#"{"Records":[{"eventID":"a","x":{"y":[1,2]}},
-            {"eventID":"b","s":"brace } and quote \" inside"}]}"#);
+        let (records, err) = collect(
+            br#"{"Records":[{"eventID":"a","x":{"y":[1,2]}},
+            {"eventID":"b","s":"brace } and quote \" inside"}]}"#,
+        );
         assert_eq!(err, None);
         assert_eq!(records, vec![r#"{"eventID":"a","x":{"y":[1,2]}}"#, r#"{"eventID":"b","s":"brace } and quote \" inside"}"#]);
     }

@@ -27,9 +27,20 @@ pub struct PipelineStats {
     /// Files waiting to be read in the current scan.
     pub files_queued: AtomicU64,
     pub events_parsed: AtomicU64,
+    /// Sessions issued by the credential-issuing records read.
+    pub sessions_captured: AtomicU64,
+    /// Events resolved on arrival, by confidence, and events still waiting.
+    pub resolved_exact: AtomicU64,
+    pub resolved_derived: AtomicU64,
+    pub resolved_unresolved: AtomicU64,
+    pub resolved_waiting: AtomicU64,
+    /// Stored events whose origin changed later (a late session, or the bound passing).
+    pub origins_updated: AtomicU64,
     pub events_rejected: AtomicU64,
     pub events_stored: AtomicU64,
     pub events_duplicate: AtomicU64,
+    /// History writes (one transaction each) the events were stored in.
+    pub history_writes: AtomicU64,
     pub bytes_compressed: AtomicU64,
     pub bytes_uncompressed: AtomicU64,
     skipped: Mutex<BTreeMap<&'static str, (u64, String)>>,

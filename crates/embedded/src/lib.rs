@@ -2,9 +2,13 @@
 //!
 //! - [`DirSource`]: a local directory laid out like the trail bucket, as the
 //!   [`LogSource`](trailwatch_core::LogSource).
-//! - [`SqliteStore`]: one SQLite database file holding event history and the
-//!   ledger of processed objects ([`HistoryStore`](trailwatch_core::HistoryStore)
-//!   and [`Checkpoints`](trailwatch_core::Checkpoints)).
+//! - [`SqliteStore`]: one SQLite database file holding event history, the
+//!   ledger of processed objects, sessions and the events waiting for them
+//!   ([`HistoryStore`](trailwatch_core::HistoryStore),
+//!   [`Checkpoints`](trailwatch_core::Checkpoints),
+//!   [`SessionStore`](trailwatch_core::identity::SessionStore),
+//!   [`SessionArchive`](trailwatch_core::identity::SessionArchive),
+//!   [`PendingStore`](trailwatch_core::identity::PendingStore)).
 //!
 //! Both keep blocking work (file system, SQLite) on tokio's blocking pool, so
 //! the services' async tasks never wait on a disk.

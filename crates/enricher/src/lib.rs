@@ -1,6 +1,11 @@
-//! The enricher: takes each file's events from the collector and stores
-//! them, then records the file in the ledger. Identity resolution, rules and
-//! alerts (later issues) plug in between the two.
+//! The enricher: takes each file's events from the collector, resolves who
+//! is behind each of them, stores them, then records the file in the ledger.
+//! Rules and alerts (later issues) plug in after resolution.
+//!
+//! Per batch: the sessions the batch's files issued are recorded first (so
+//! the batch's own events, and events waiting from earlier files, see them),
+//! then the events are resolved, stored, and the origins of earlier events
+//! that a new session (or the pending bound) settled are updated.
 //!
 //! Order is the invariant: a file's outcome is recorded only after every one
 //! of its events is stored, so a crash in between means the file is read
@@ -17,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info_span, warn, Instrument};
 
 use trailwatch_core::event::{Event, FileBatch, FileOutcome, FileStatus};
-use trailwatch_core::ports::{Checkpoints, HistoryStore, PortError};
+use trailwatch_core::identity::{PendingSet, Session};
+use trailwatch_core::ports::{Checkpoints, HistoryStore, OriginUpdate, PortError};
 use trailwatch_core::stats::PipelineStats;
 use trailwatch_core::time::EpochMillis;
 
@@ -43,6 +49,8 @@ impl Default for EnricherConfig {
 pub struct EnricherPorts {
     pub history: Arc<dyn HistoryStore>,
     pub checkpoints: Arc<dyn Checkpoints>,
+    /// Identity resolution; None stores events without origins (to measure its cost).
+    pub identity: Option<Arc<PendingSet>>,
 }
 
 fn now_ms() -> EpochMillis {
@@ -74,6 +82,36 @@ where
     }
 }
 
+/// Records the batch's sessions, resolves its events in place, and settles
+/// events waiting on the new sessions or past the bound. Returns the origin
+/// updates for events stored earlier.
+async fn resolve(config: &EnricherConfig, identity: &PendingSet, sessions: Vec<Session>, events: &mut [Event], stats: &PipelineStats) -> Result<Vec<OriginUpdate>, PortError> {
+    let mut updates = if sessions.is_empty() {
+        Vec::new()
+    } else {
+        let sessions: Arc<[Session]> = sessions.into();
+        with_retries(config, "session record", || identity.record_sessions(sessions.to_vec())).await?
+    };
+    let mut attempt = 1;
+    let report = loop {
+        match identity.resolve_events(events).await {
+            Ok(report) => break report,
+            Err(e) if e.is_retryable() && attempt < config.attempts => {
+                warn!(attempt, error = %e, "identity resolution: retrying");
+                tokio::time::sleep(config.retry_base * 2u32.saturating_pow(attempt - 1)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    PipelineStats::add(&stats.resolved_exact, report.exact);
+    PipelineStats::add(&stats.resolved_derived, report.derived);
+    PipelineStats::add(&stats.resolved_unresolved, report.unresolved);
+    PipelineStats::add(&stats.resolved_waiting, report.waiting);
+    updates.extend(with_retries(config, "pending expiry", || identity.expire()).await?);
+    Ok(updates)
+}
+
 /// Runs until the collector's side of the channel is closed and everything
 /// received is stored and recorded. `shutdown` is not a reason to drop work
 /// already received: the collector stops sending on shutdown, and this loop
@@ -82,15 +120,17 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
     let mut failed: HashMap<Arc<str>, String> = HashMap::new();
     while let Some(first) = rx.recv().await {
         let mut events: Vec<Event> = Vec::new();
+        let mut sessions: Vec<Session> = Vec::new();
         let mut keys: Vec<Arc<str>> = Vec::new();
         let mut outcomes: Vec<FileOutcome> = Vec::new();
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                FileBatch::Events { key, events: mut chunk } => {
+                FileBatch::Events { key, events: mut chunk, sessions: mut issued } => {
                     if keys.last() != Some(&key) {
                         keys.push(key);
                     }
+                    sessions.append(&mut issued);
                     if events.is_empty() {
                         events = chunk;
                     } else {
@@ -105,12 +145,26 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
         }
         let span = info_span!("enricher.batch", events = events.len(), files = outcomes.len());
         async {
+            let mut updates = Vec::new();
+            if let Some(identity) = &ports.identity {
+                match resolve(&config, identity, sessions, &mut events, &stats).await {
+                    Ok(settled) => updates = settled,
+                    Err(e) => {
+                        error!(error = %e, events = events.len(), "identity resolution failed; the files will be read again");
+                        for key in &keys {
+                            failed.insert(key.clone(), format!("identity resolution failed: {e}"));
+                        }
+                        events.clear();
+                    }
+                }
+            }
             if !events.is_empty() {
                 let count = events.len() as u64;
                 let batch: Arc<[Event]> = events.into();
                 let result = with_retries(&config, "history append", || ports.history.append(batch.clone())).await;
                 match result {
                     Ok(report) => {
+                        PipelineStats::add(&stats.history_writes, 1);
                         PipelineStats::add(&stats.events_stored, report.inserted);
                         PipelineStats::add(&stats.events_duplicate, report.duplicates);
                     }
@@ -122,14 +176,25 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                     }
                 }
             }
-            for mut outcome in outcomes {
+            if !updates.is_empty() {
+                let updates: Arc<[OriginUpdate]> = updates.into();
+                match with_retries(&config, "origin update", || ports.history.set_origins(updates.clone())).await {
+                    Ok(n) => PipelineStats::add(&stats.origins_updated, n),
+                    Err(e) => error!(error = %e, updates = updates.len(), "updating origins of stored events failed"),
+                }
+            }
+            for outcome in &mut outcomes {
                 if let Some(reason) = failed.remove(outcome.key.as_str()) {
                     outcome.status = FileStatus::Failed;
                     outcome.error = Some(reason);
                 }
+            }
+            if !outcomes.is_empty() {
+                let files = outcomes.len();
+                let outcomes: Arc<[FileOutcome]> = outcomes.into();
                 let at = now_ms();
-                if let Err(e) = with_retries(&config, "ledger record", || ports.checkpoints.record(&outcome, at)).await {
-                    error!(key = %outcome.key, error = %e, "recording the file in the ledger failed; it will be read again");
+                if let Err(e) = with_retries(&config, "ledger record", || ports.checkpoints.record(outcomes.clone(), at)).await {
+                    error!(files, first = %outcomes[0].key, error = %e, "recording files in the ledger failed; they will be read again");
                 }
             }
         }
@@ -201,10 +266,10 @@ mod tests {
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel(8);
         let config = EnricherConfig { retry_base: Duration::from_millis(1), ..Default::default() };
-        let task = tokio::spawn(run(config, EnricherPorts { history, checkpoints: ledger.clone() }, rx, stats.clone(), CancellationToken::new()));
+        let task = tokio::spawn(run(config, EnricherPorts { history, checkpoints: ledger.clone(), identity: None }, rx, stats.clone(), CancellationToken::new()));
         let key: Arc<str> = "a.json.gz".into();
         let events: Vec<Event> = (0..3).map(|i| sample_event("111122223333", &format!("e{i}"), 1_700_000_000_000 + i)).collect();
-        tx.send(FileBatch::Events { key, events }).await.unwrap();
+        tx.send(FileBatch::Events { key, events, sessions: vec![] }).await.unwrap();
         tx.send(FileBatch::Finished(outcome("a.json.gz", 3))).await.unwrap();
         drop(tx);
         task.await.unwrap();

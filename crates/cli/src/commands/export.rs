@@ -4,6 +4,7 @@ use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use trailwatch_core::event::Event;
 use trailwatch_core::ports::{HistoryQuery, HistoryStore};
 use trailwatch_core::time::parse_bound;
 
@@ -12,16 +13,26 @@ use crate::pipeline;
 
 const PAGE: usize = 2000;
 
-/// Writes a record on one line. CloudTrail writes records compact, and they
-/// go out byte for byte; a record that came in pretty-printed loses its line
-/// breaks (JSON strings cannot hold raw line breaks, so only whitespace goes).
-fn write_line(out: &mut impl Write, raw: &str) -> std::io::Result<()> {
-    if raw.contains(['\n', '\r']) {
-        out.write_all(raw.replace(['\n', '\r'], "").as_bytes())?;
+/// Writes an event on one line: the original record, with a `trailwatch`
+/// member added at its end holding what trailwatch knows of it (the origin
+/// and the account). CloudTrail writes records compact and they go out byte
+/// for byte up to that member; a record that came in pretty-printed loses its
+/// line breaks (JSON strings cannot hold raw line breaks, so only whitespace goes).
+fn write_line(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
+    let raw = event.raw.trim_end();
+    let body = raw.strip_suffix('}').unwrap_or(raw);
+    if body.contains(['\n', '\r']) {
+        out.write_all(body.replace(['\n', '\r'], "").as_bytes())?;
     } else {
-        out.write_all(raw.as_bytes())?;
+        out.write_all(body.as_bytes())?;
     }
-    out.write_all(b"\n")
+    if !body.trim_end().ends_with('{') {
+        out.write_all(b",")?;
+    }
+    let enrichment = serde_json::json!({ "origin": event.origin, "account": { "id": event.account_id } });
+    out.write_all(b"\"trailwatch\":")?;
+    serde_json::to_writer(&mut *out, &enrichment)?;
+    out.write_all(b"}\n")
 }
 
 pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
@@ -44,7 +55,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     loop {
         let page = store.page(&query).await.context("reading history")?;
         for event in &page.events {
-            let written = write_line(&mut out, &event.raw);
+            let written = write_line(&mut out, event);
             if let Err(e) = written {
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     return Ok(ExitCode::SUCCESS);

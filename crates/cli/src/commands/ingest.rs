@@ -9,18 +9,21 @@ use trailwatch_collector::Mode;
 use trailwatch_core::ports::Checkpoints;
 use trailwatch_core::stats::PipelineStats;
 
-use crate::cli::IngestArgs;
+use trailwatch_core::identity::PendingSet;
+
+use crate::cli::{IngestArgs, PipelineArgs};
 use crate::pipeline::{self, PipelineSetup, Progress};
-use crate::summary::ingest_summary;
+use crate::summary::{ingest_summary, IdentityFigures};
 
 /// Problem files listed in the summary at most.
 const PROBLEMS_SHOWN: u64 = 10;
 
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
-    let trail = args.pipeline.trail.context("--trail DIR is required: the directory to read, laid out like the trail bucket")?;
+    let trail = args.pipeline.trail.clone().context("--trail DIR is required: the directory to read, laid out like the trail bucket")?;
     let store = pipeline::open_store(&args.data.data)?;
     let stats = Arc::new(PipelineStats::default());
-    let text = ingest_once(&trail, &args.pipeline.prefix, args.pipeline.workers, &store, &stats, super::shutdown_on_signal()).await?;
+    let identity = (!args.pipeline.no_identity).then(|| pipeline::identity(&store));
+    let text = ingest_once(&trail, &args.pipeline, identity, &store, &stats, super::shutdown_on_signal()).await?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
@@ -28,8 +31,8 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
 /// Runs one scan of the trail to the end and returns the summary text.
 pub async fn ingest_once(
     trail: &std::path::Path,
-    prefix: &str,
-    workers: Option<u16>,
+    options: &PipelineArgs,
+    identity: Option<Arc<PendingSet>>,
     store: &Arc<trailwatch_embedded::SqliteStore>,
     stats: &Arc<PipelineStats>,
     shutdown: CancellationToken,
@@ -38,11 +41,12 @@ pub async fn ingest_once(
     let progress = Progress::start(stats.clone(), ticker.clone());
     let setup = PipelineSetup {
         trail: trail.to_owned(),
-        prefix: prefix.to_owned(),
-        workers: workers.map_or_else(pipeline::default_workers, usize::from),
+        prefix: options.prefix.clone(),
+        workers: options.workers.map_or_else(pipeline::default_workers, usize::from),
         mode: Mode::Once,
+        resolve: identity.is_some(),
     };
-    let result = pipeline::run(setup, store.clone(), stats.clone(), shutdown).await;
+    let result = pipeline::run(setup, store.clone(), identity.clone(), stats.clone(), shutdown).await;
     ticker.cancel();
     let elapsed = progress.elapsed();
     progress.finish();
@@ -50,5 +54,9 @@ pub async fn ingest_once(
     let g = PipelineStats::get;
     let problem_count = g(&stats.files_failed) + g(&stats.files_partial) + g(&stats.files_empty);
     let problems = if problem_count > 0 { store.problems(problem_count.min(PROBLEMS_SHOWN) as usize).await.context("reading the ledger")? } else { Vec::new() };
-    Ok(ingest_summary(stats, elapsed, &problems))
+    let identity_figures = match &identity {
+        Some(identity) => Some(IdentityFigures { waiting: identity.count().await.context("counting pending events")?, resolver: identity.resolver().stats() }),
+        None => None,
+    };
+    Ok(ingest_summary(stats, elapsed, &problems, identity_figures.as_ref()))
 }

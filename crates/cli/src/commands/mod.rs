@@ -4,6 +4,7 @@ mod export;
 mod gen;
 mod ingest;
 mod ledger;
+mod resolve;
 mod run;
 
 use std::process::ExitCode;
@@ -18,7 +19,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         None => {
             run::run(RunArgs {
                 data: DataArgs { data: "trailwatch-data".into() },
-                pipeline: PipelineArgs { trail: None, prefix: String::new(), workers: None },
+                pipeline: PipelineArgs { trail: None, prefix: String::new(), workers: None, no_identity: false },
                 interval: 5,
                 demo_events: 60_000,
             })
@@ -28,6 +29,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Export(args)) => export::export(args).await,
         Some(Command::Gen(args)) => gen::gen(args).await,
         Some(Command::Ledger(args)) => ledger::ledger(args).await,
+        Some(Command::Resolve(args)) => resolve::resolve(args).await,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::summary::thousands;
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_on_signal();
     let data = args.data.data;
-    let (trail, demo) = match args.pipeline.trail {
+    let (trail, demo) = match args.pipeline.trail.clone() {
         Some(trail) => (trail, false),
         None => {
             let trail = data.join("demo-trail");
@@ -38,7 +38,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = pipeline::open_store(&data)?;
     println!("reading {} into {}", trail.display(), pipeline::database_path(&data).display());
     let stats = Arc::new(PipelineStats::default());
-    let summary = ingest_once(&trail, &args.pipeline.prefix, args.pipeline.workers, &store, &stats, shutdown.clone()).await?;
+    let identity = (!args.pipeline.no_identity).then(|| pipeline::identity(&store));
+    let summary = ingest_once(&trail, &args.pipeline, identity.clone(), &store, &stats, shutdown.clone()).await?;
     print!("{summary}");
     if demo {
         print!("{}", overview(store.as_ref(), &trail).await?);
@@ -52,9 +53,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         prefix: args.pipeline.prefix,
         workers: args.pipeline.workers.map_or_else(pipeline::default_workers, usize::from),
         mode: Mode::Watch { interval: Duration::from_secs(args.interval) },
+        resolve: identity.is_some(),
     };
     let stats = Arc::new(PipelineStats::default());
-    pipeline::run(setup, store, stats.clone(), shutdown).await?;
+    pipeline::run(setup, store, identity, stats.clone(), shutdown).await?;
     println!("stopped; {} events stored while watching", thousands(PipelineStats::get(&stats.events_stored)));
     Ok(ExitCode::SUCCESS)
 }

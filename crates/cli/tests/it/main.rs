@@ -2,5 +2,6 @@
 
 mod bad_input;
 mod harness;
+mod identity;
 mod ingest;
 mod run;

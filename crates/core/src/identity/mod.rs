@@ -14,6 +14,23 @@
 //! has not arrived), the event waits in a pending set ([`PendingStore`]) and
 //! is resolved again when sessions arrive; past a bound, it is final
 //! `unresolved`, with the reason.
+//!
+//! The engine: [`capture`] turns issuing records into sessions, [`Resolver`]
+//! walks an actor back hop by hop (through [`SessionCache`], the
+//! [`SessionStore`] and an optional [`SessionArchive`]), and [`PendingSet`]
+//! keeps events whose session has not arrived yet. `README.md` beside this
+//! file says the idea.
+
+mod cache;
+mod capture;
+mod origin;
+mod pending;
+mod resolve;
+
+pub use cache::{CacheConfig, CacheLookup, CacheStats, SessionCache};
+pub use capture::{capture, parse_expiration};
+pub use pending::{finalize, pending_item, PendingConfig, PendingSet, ResolveReport};
+pub use resolve::{issued_key, Actor, FallbackPolicy, Missing, Resolution, Resolver, ResolverConfig, ResolverStats};
 
 use std::sync::Arc;
 
@@ -130,6 +147,64 @@ impl Session {
     pub fn caller_is_account_only(&self) -> bool {
         self.caller.identity_type == "AWSAccount"
     }
+
+    /// Whether `other` is the same issuance: the same access key id issued at
+    /// the same time (the two copies of a cross-account call are).
+    pub fn same_issue(&self, other: &Session) -> bool {
+        self.access_key_id == other.access_key_id && self.issued_at == other.issued_at
+    }
+
+    /// Merges another copy of the same issuance into this one, whichever
+    /// arrived first. The caller's copy wins: when this session's caller is
+    /// only an `AWSAccount` and the other's is not, the other's caller,
+    /// `event_id` and `event_account` replace them. Fields this copy lacks are
+    /// taken from the other. Merging a copy into itself changes nothing.
+    pub fn merge(&mut self, other: &Session) {
+        if self.caller_is_account_only() && !other.caller_is_account_only() {
+            self.caller = other.caller.clone();
+            self.event_id = other.event_id.clone();
+            self.event_account = other.event_account.clone();
+        }
+        fn fill(mine: &mut Option<String>, theirs: &Option<String>) {
+            if mine.is_none() {
+                mine.clone_from(theirs);
+            }
+        }
+        fill(&mut self.role_arn, &other.role_arn);
+        fill(&mut self.session_name, &other.session_name);
+        fill(&mut self.assumed_arn, &other.assumed_arn);
+        fill(&mut self.source_identity, &other.source_identity);
+        fill(&mut self.shared_event_id, &other.shared_event_id);
+    }
+}
+
+impl IssueKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssueKind::AssumeRole => "assume_role",
+            IssueKind::AssumeRoleWithSaml => "assume_role_with_saml",
+            IssueKind::AssumeRoleWithWebIdentity => "assume_role_with_web_identity",
+            IssueKind::GetFederationToken => "get_federation_token",
+            IssueKind::GetSessionToken => "get_session_token",
+            IssueKind::IdentityCenter => "identity_center",
+            IssueKind::Service => "service",
+        }
+    }
+
+    /// The kind named by [`IssueKind::as_str`] (and by serde).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            IssueKind::AssumeRole,
+            IssueKind::AssumeRoleWithSaml,
+            IssueKind::AssumeRoleWithWebIdentity,
+            IssueKind::GetFederationToken,
+            IssueKind::GetSessionToken,
+            IssueKind::IdentityCenter,
+            IssueKind::Service,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// What kind of principal an origin is.
@@ -148,6 +223,9 @@ pub enum OriginKind {
     AwsService,
     /// A principal of another account that the trail shows only as that account.
     AwsAccount,
+    /// Only the `sourceIdentity` the chain carries is known (its sessions are
+    /// not): the name the first hop's principal set, always `derived`.
+    SourceIdentity,
     Unresolved,
 }
 
@@ -162,8 +240,27 @@ impl OriginKind {
             OriginKind::FederatedUser => "federated_user",
             OriginKind::AwsService => "aws_service",
             OriginKind::AwsAccount => "aws_account",
+            OriginKind::SourceIdentity => "source_identity",
             OriginKind::Unresolved => "unresolved",
         }
+    }
+
+    /// The kind named by [`OriginKind::as_str`] (and by serde).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            OriginKind::IamUser,
+            OriginKind::Root,
+            OriginKind::IdentityCenterUser,
+            OriginKind::SamlUser,
+            OriginKind::WebIdentity,
+            OriginKind::FederatedUser,
+            OriginKind::AwsService,
+            OriginKind::AwsAccount,
+            OriginKind::SourceIdentity,
+            OriginKind::Unresolved,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -190,6 +287,11 @@ impl Confidence {
             Confidence::Pending => "pending",
             Confidence::Unresolved => "unresolved",
         }
+    }
+
+    /// The confidence named by [`Confidence::as_str`] (and by serde).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Confidence::Exact, Confidence::Derived, Confidence::Pending, Confidence::Unresolved].into_iter().find(|c| c.as_str() == s)
     }
 }
 

@@ -248,7 +248,9 @@ fn identity_types_parse_and_unknown_ones_are_kept() {
         }
     }
     let wanted: BTreeSet<String> =
-        ["Root", "IAMUser", "AssumedRole", "FederatedUser", "AWSAccount", "AWSService", "IdentityCenterUser", "SAMLUser", "WebIdentityUser", "Unknown"].map(String::from).into();
+        ["Root", "IAMUser", "AssumedRole", "FederatedUser", "AWSAccount", "AWSService", "IdentityCenterUser", "SAMLUser", "WebIdentityUser", "Unknown"]
+            .map(String::from)
+            .into();
     assert_eq!(types, wanted);
 }
 
@@ -283,7 +285,11 @@ fn every_fixture_record_becomes_an_event() {
                 None => (&record["eventSource"], &record["eventName"]),
             };
             assert_eq!((Some(event.event_source.as_str()), Some(event.event_name.as_str())), (source.as_str(), name.as_str()), "{where_}");
-            assert_eq!(event.identity_type(), text(&record, "/userIdentity/type").or_else(|| record.pointer("/userIdentity").filter(|u| u.is_object()).map(|_| "Unknown")), "{where_}");
+            assert_eq!(
+                event.identity_type(),
+                text(&record, "/userIdentity/type").or_else(|| record.pointer("/userIdentity").filter(|u| u.is_object()).map(|_| "Unknown")),
+                "{where_}"
+            );
             assert_eq!(event.actor_arn(), text(&record, "/userIdentity/arn").filter(|a| !a.is_empty()), "{where_}");
             assert_eq!(event.access_key_id(), text(&record, "/userIdentity/accessKeyId").filter(|k| !k.is_empty()), "{where_}");
             assert_eq!(event.source_ip.as_deref(), text(&record, "/sourceIPAddress"), "{where_}");
@@ -375,7 +381,10 @@ fn the_view_reads_who_called() {
     });
     view_of(&sso[5], |v| {
         let issuer = v.user_identity.as_ref().unwrap().session_context.as_ref().unwrap().session_issuer.as_ref().unwrap();
-        assert_eq!(issuer.arn.as_deref(), Some("arn:aws:iam::741258963012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_PlatformAdmin_3f9c2a7b1d8e4f60"));
+        assert_eq!(
+            issuer.arn.as_deref(),
+            Some("arn:aws:iam::741258963012:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_PlatformAdmin_3f9c2a7b1d8e4f60")
+        );
         let name = issuer.user_name.as_deref().unwrap();
         let (permission_set, suffix) = name.strip_prefix("AWSReservedSSO_").unwrap().rsplit_once('_').unwrap();
         assert_eq!(permission_set, "PlatformAdmin");
@@ -612,7 +621,10 @@ fn each_story_resolves_to_the_person_or_workload_behind_it() {
         let usage = records.last().unwrap().clone();
         origin(&records, &usage)
     };
-    assert_eq!(last("iam-user-to-role.json"), ["arn:aws:sts::508917263341:assumed-role/BillingReadOnly/maria.santos-cli", "arn:aws:iam::508917263341:user/maria.santos"]);
+    assert_eq!(
+        last("iam-user-to-role.json"),
+        ["arn:aws:sts::508917263341:assumed-role/BillingReadOnly/maria.santos-cli", "arn:aws:iam::508917263341:user/maria.santos"]
+    );
     assert_eq!(
         last("role-chain-three-accounts.json"),
         [
@@ -630,8 +642,14 @@ fn each_story_resolves_to_the_person_or_workload_behind_it() {
             "SAMLUser:alice.nguyen@example.com",
         ]
     );
-    assert_eq!(last("saml-federation.json"), ["arn:aws:sts::852963741025:assumed-role/OktaDataAnalyst/sam.okafor@example.com", "SAMLUser:sam.okafor@example.com"]);
-    assert_eq!(last("web-identity-ci.json"), ["arn:aws:sts::963852741036:assumed-role/gha-payments-api-deploy/GitHubActions", "WebIdentityUser:repo:acme/payments-api:ref:refs/heads/main"]);
+    assert_eq!(
+        last("saml-federation.json"),
+        ["arn:aws:sts::852963741025:assumed-role/OktaDataAnalyst/sam.okafor@example.com", "SAMLUser:sam.okafor@example.com"]
+    );
+    assert_eq!(
+        last("web-identity-ci.json"),
+        ["arn:aws:sts::963852741036:assumed-role/gha-payments-api-deploy/GitHubActions", "WebIdentityUser:repo:acme/payments-api:ref:refs/heads/main"]
+    );
     assert_eq!(last("federation-token.json"), ["arn:aws:sts::629384751068:federated-user/jo.rivera", "arn:aws:iam::629384751068:user/partner-portal-broker"]);
     // The user's MFA session, issued by GetSessionToken to the same user's long-term key.
     assert_eq!(last("session-token-then-role.json"), ["arn:aws:iam::508917263341:user/priya.raman", "arn:aws:iam::508917263341:user/priya.raman"]);
@@ -639,9 +657,16 @@ fn each_story_resolves_to_the_person_or_workload_behind_it() {
     let records = scenario("session-token-then-role.json");
     assert_eq!(
         origin(&records, &records[5]),
-        ["arn:aws:sts::508917263341:assumed-role/SecurityAuditor/priya.raman", "arn:aws:iam::508917263341:user/priya.raman", "arn:aws:iam::508917263341:user/priya.raman"]
+        [
+            "arn:aws:sts::508917263341:assumed-role/SecurityAuditor/priya.raman",
+            "arn:aws:iam::508917263341:user/priya.raman",
+            "arn:aws:iam::508917263341:user/priya.raman"
+        ]
     );
-    assert_eq!(last("ec2-instance-profile.json"), ["arn:aws:sts::741258963012:assumed-role/payments-api-instance/i-0c4e7a19b2d3f5a68", "AWSService:ec2.amazonaws.com"]);
+    assert_eq!(
+        last("ec2-instance-profile.json"),
+        ["arn:aws:sts::741258963012:assumed-role/payments-api-instance/i-0c4e7a19b2d3f5a68", "AWSService:ec2.amazonaws.com"]
+    );
 
     // The source identity set on the first hop is on every later session of the chain.
     let chain = scenario("role-chain-three-accounts.json");
@@ -659,7 +684,10 @@ fn a_reused_access_key_resolves_by_its_validity_window() {
     let issues = issues(&records);
     let key = "ASIAKGSBB32KHZINRL53";
     let issued: Vec<&str> = issues.iter().filter(|i| i.key == key).map(|i| i.session_arn.as_str()).collect();
-    assert_eq!(issued, ["arn:aws:sts::852963741025:assumed-role/GlueLedgerETL/GlueJobRunnerSession", "arn:aws:sts::852963741025:assumed-role/SupportReadOnly/ticket-48213"]);
+    assert_eq!(
+        issued,
+        ["arn:aws:sts::852963741025:assumed-role/GlueLedgerETL/GlueJobRunnerSession", "arn:aws:sts::852963741025:assumed-role/SupportReadOnly/ticket-48213"]
+    );
     let night = records.iter().find(|r| r["eventName"] == "PutObject").unwrap();
     let morning = records.iter().find(|r| r["eventName"] == "GetQueryExecution").unwrap();
     assert_eq!((text(night, "/userIdentity/accessKeyId"), text(morning, "/userIdentity/accessKeyId")), (Some(key), Some(key)));
@@ -841,7 +869,8 @@ fn the_real_exported_trail_reads_through_the_same_reader() {
         *counts.entry((kind, name)).or_default() += 1;
         records.push(record);
     }
-    let expected: BTreeMap<(String, String), usize> = [(("AWSService".into(), "AssumeRole".into()), 5), (("AssumedRole".into(), String::new()), 11), (("IAMUser".into(), String::new()), 87)].into();
+    let expected: BTreeMap<(String, String), usize> =
+        [(("AWSService".into(), "AssumeRole".into()), 5), (("AssumedRole".into(), String::new()), 11), (("IAMUser".into(), String::new()), 87)].into();
     assert_eq!(counts, expected);
 
     // Every call of the stolen session resolves to the instance it was issued to.

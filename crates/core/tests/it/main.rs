@@ -2,4 +2,5 @@
 //! in-memory ports, and the model and reader against fixture files.
 
 mod fixtures;
+mod identity;
 mod memory_ports;

@@ -1,37 +1,114 @@
-//! Event history in the `events` table: idempotent batch appends, and pages in
-//! (event time, seq) order where `seq` is the arrival order.
+//! Event history in the `events` table: idempotent batch appends, pages in
+//! (event time, seq) order where `seq` is the arrival order, single events by
+//! id, and late origins.
+//!
+//! An event's actor is stored as its indexed columns plus the rest of the
+//! [`Caller`]; its origin as four indexed columns plus the whole [`Origin`].
+//! Those two are JSON documents that the events of a session share, stored
+//! once ([`super::documents`]). The record itself is stored byte for byte.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, ToSql, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, TransactionBehavior};
 use trailwatch_core::event::Event;
-use trailwatch_core::ports::{HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, PortError, WriteReport};
+use trailwatch_core::identity::{Caller, Origin};
+use trailwatch_core::ports::{HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, OriginUpdate, PortError, WriteReport};
+use trailwatch_core::time::EpochMillis;
+use trailwatch_core::view::RecordView;
 
-use super::{signed, unsigned, SqliteStore};
+use super::documents::{Document, DocumentCache, Documents, Loaded};
+use super::{lock, signed, unsigned, SqliteStore};
 
 const INSERT: &str = "
 INSERT INTO events (account_id, event_id, event_time, region, event_source, event_name,
-                    identity_type, actor_arn, access_key_id, source_ip, error_code, read_only, raw)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                    identity_type, actor_arn, access_key_id, source_ip, error_code, read_only, raw,
+                    actor_doc, shared_event_id, origin_kind, origin_principal, origin_account, confidence, origin_doc)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
 ON CONFLICT (event_time, account_id, event_id) DO NOTHING";
 
 /// `count()` reads a counter instead of counting millions of rows. It changes
 /// in the transaction that adds the rows, so it is exact; whatever deletes
-/// events later (retention) must subtract in its own transaction likewise.
+/// events later (retention) must subtract in its own transaction likewise
+/// (and delete the documents no event points at any more).
 const ADD_TO_COUNT: &str = "UPDATE counters SET value = value + ?1 WHERE name = 'events'";
 
 const COUNT: &str = "SELECT value FROM counters WHERE name = 'events'";
 
-/// The columns a page reads, `seq` first.
-const COLUMNS: &str = "seq, account_id, event_id, event_time, region, event_source, event_name, \
-                       identity_type, actor_arn, access_key_id, source_ip, error_code, read_only, raw";
+/// The width of the time buckets that lead the `events_by_id` index, as the
+/// schema writes it (`event_time / 600000`).
+const ID_BUCKET_MS: EpochMillis = 600_000;
+
+/// How many events each bucket holds, so lookups by id probe only those.
+const ADD_TO_BUCKET: &str = "
+INSERT INTO event_buckets (bucket, events) VALUES (?1, ?2)
+ON CONFLICT (bucket) DO UPDATE SET events = events + excluded.events";
+
+/// The columns an [`Event`] is read from, `seq` first, in [`Reader::event`]'s order.
+macro_rules! event_columns {
+    () => {
+        "seq, account_id, event_id, event_time, region, event_source, event_name, \
+         identity_type, actor_arn, access_key_id, source_ip, error_code, read_only, raw, \
+         actor_doc, shared_event_id, origin_doc"
+    };
+}
+
+/// The buckets that hold events, newest first: where a lookup by id probes.
+const BUCKETS: &str = "SELECT bucket FROM event_buckets ORDER BY bucket DESC";
+
+/// One event by account and eventID within one bucket, through
+/// `events_by_id` (the expressions are the index's own, so SQLite uses it).
+const GET_IN_BUCKET: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE event_time / 600000 = ?1 AND substr(event_id, 1, 13) = substr(?3, 1, 13) AND account_id = ?2 AND event_id = ?3"
+);
+
+/// A late origin, found through the unique index.
+const SET_ORIGIN: &str = "
+UPDATE events SET origin_kind = ?4, origin_principal = ?5, origin_account = ?6, confidence = ?7, origin_doc = ?8
+WHERE event_time = ?1 AND account_id = ?2 AND event_id = ?3";
+
+fn hash_of(value: impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// An actor is stored but for its indexed columns, so that the sessions of
+/// one role and session name share a document.
+impl Document for Caller {
+    fn part(&self) -> Self {
+        Caller { identity_type: String::new(), arn: None, access_key_id: None, ..self.clone() }
+    }
+
+    fn key(&self) -> u64 {
+        hash_of((&self.identity_type, &self.arn, &self.access_key_id, &self.principal_id))
+    }
+}
+
+/// An origin is stored whole.
+impl Document for Origin {
+    fn key(&self) -> u64 {
+        let last = self.chain.last().map(|hop| (&hop.access_key_id, hop.time));
+        hash_of((self.kind, &self.principal, self.confidence, self.chain.len(), last))
+    }
+}
 
 /// Writes a batch in one transaction; events already stored are counted, not written.
-fn append(conn: &mut Connection, events: &[Event]) -> rusqlite::Result<WriteReport> {
+fn append(conn: &mut Connection, cache: &mut DocumentCache, events: &[Event]) -> rusqlite::Result<WriteReport> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut report = WriteReport::default();
-    {
+    let mut buckets: BTreeMap<i64, i64> = BTreeMap::new();
+    let (actors, origins) = {
+        let (mut actors, mut origins) = (Documents::new(&tx, &cache.actors), Documents::new(&tx, &cache.origins));
         let mut insert = tx.prepare_cached(INSERT)?;
         for e in events {
+            let actor_doc = e.actor.as_ref().map(|a| actors.id(a)).transpose()?;
+            let origin = e.origin.as_ref();
+            let origin_doc = origin.map(|o| origins.id(o)).transpose()?;
             let written = insert.execute(params![
                 e.account_id,
                 e.event_id,
@@ -39,26 +116,87 @@ fn append(conn: &mut Connection, events: &[Event]) -> rusqlite::Result<WriteRepo
                 e.region,
                 e.event_source,
                 e.event_name,
-                e.identity_type,
-                e.actor_arn,
-                e.access_key_id,
+                e.identity_type(),
+                e.actor_arn(),
+                e.access_key_id(),
                 e.source_ip,
                 e.error_code,
                 e.read_only,
                 e.raw,
+                actor_doc,
+                e.shared_event_id,
+                origin.map(|o| o.kind.as_str()),
+                origin.and_then(|o| o.principal.as_deref()),
+                origin.and_then(|o| o.account_id.as_deref()),
+                origin.map(|o| o.confidence.as_str()),
+                origin_doc,
             ])?;
             if written == 0 {
                 report.duplicates += 1;
             } else {
                 report.inserted += 1;
+                *buckets.entry(e.event_time / ID_BUCKET_MS).or_default() += 1;
             }
         }
-    }
+        (actors.stored(), origins.stored())
+    };
     if report.inserted > 0 {
         tx.prepare_cached(ADD_TO_COUNT)?.execute([signed(report.inserted)])?;
+        let mut add = tx.prepare_cached(ADD_TO_BUCKET)?;
+        for (bucket, n) in buckets {
+            add.execute([bucket, n])?;
+        }
     }
     tx.commit()?;
+    cache.actors.remember(actors);
+    cache.origins.remember(origins);
     Ok(report)
+}
+
+/// Reads events from rows of [`event_columns`], with the documents they
+/// point at (each parsed once per read).
+struct Reader<'c> {
+    conn: &'c Connection,
+    actors: Loaded<Caller>,
+    origins: Loaded<Origin>,
+}
+
+impl<'c> Reader<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Reader { conn, actors: Loaded::new("events.actor_doc"), origins: Loaded::new("events.origin_doc") }
+    }
+
+    fn event(&mut self, row: &Row<'_>) -> rusqlite::Result<Event> {
+        let raw: String = row.get(13)?;
+        let identity_type: Option<String> = row.get(7)?;
+        let actor = match (identity_type, row.get::<_, Option<i64>>(14)?) {
+            (None, _) => None,
+            (Some(identity_type), doc) => {
+                let rest = match doc {
+                    Some(id) => self.actors.get(self.conn, id)?,
+                    // Written before actors were stored whole: read it again from the record.
+                    None => RecordView::parse(raw.as_bytes()).ok().and_then(|view| view.user_identity.as_ref().map(Caller::from_view)).unwrap_or_default(),
+                };
+                Some(Caller { identity_type, arn: row.get(8)?, access_key_id: row.get(9)?, ..rest })
+            }
+        };
+        let origin = row.get::<_, Option<i64>>(16)?.map(|id| self.origins.get(self.conn, id)).transpose()?;
+        Ok(Event {
+            account_id: row.get(1)?,
+            event_id: row.get(2)?,
+            event_time: row.get(3)?,
+            region: row.get(4)?,
+            event_source: row.get(5)?,
+            event_name: row.get(6)?,
+            actor,
+            shared_event_id: row.get(15)?,
+            source_ip: row.get(10)?,
+            error_code: row.get(11)?,
+            read_only: row.get(12)?,
+            raw,
+            origin,
+        })
+    }
 }
 
 /// Where a page starts: after the cursor, or at `since` (inclusive), whichever
@@ -91,7 +229,7 @@ fn page_sql(query: &HistoryQuery) -> String {
         conditions.push("+account_id = ?");
     }
     let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-    format!("SELECT {COLUMNS} FROM events {filter} ORDER BY event_time, seq LIMIT ?")
+    format!(concat!("SELECT ", event_columns!(), " FROM events {} ORDER BY event_time, seq LIMIT ?"), filter)
 }
 
 fn page(conn: &Connection, query: &HistoryQuery) -> rusqlite::Result<HistoryPage> {
@@ -113,22 +251,9 @@ fn page(conn: &Connection, query: &HistoryQuery) -> rusqlite::Result<HistoryPage
     let mut rows = statement.query(values.as_slice())?;
     let mut page = HistoryPage::default();
     let mut last = None;
+    let mut reader = Reader::new(conn);
     while let Some(row) = rows.next()? {
-        let event = Event {
-            account_id: row.get(1)?,
-            event_id: row.get(2)?,
-            event_time: row.get(3)?,
-            region: row.get(4)?,
-            event_source: row.get(5)?,
-            event_name: row.get(6)?,
-            identity_type: row.get(7)?,
-            actor_arn: row.get(8)?,
-            access_key_id: row.get(9)?,
-            source_ip: row.get(10)?,
-            error_code: row.get(11)?,
-            read_only: row.get(12)?,
-            raw: row.get(13)?,
-        };
+        let event = reader.event(row)?;
         last = Some(HistoryCursor { event_time: event.event_time, seq: row.get(0)? });
         page.events.push(event);
     }
@@ -144,13 +269,60 @@ pub(super) fn count(conn: &Connection) -> rusqlite::Result<u64> {
     conn.prepare_cached(COUNT)?.query_row([], |row| unsigned(row, 0, "counters.value"))
 }
 
+/// One event by account and eventID: probes the buckets that hold events,
+/// newest first, and stops at the first match. A recent event (the usual
+/// question) is found in a few probes; one that is not stored costs a probe
+/// per bucket (52,560 a year of 10-minute buckets, each a seek of a few
+/// cached pages).
+fn get(conn: &mut Connection, account_id: &str, event_id: &str) -> rusqlite::Result<Option<Event>> {
+    // One read transaction: every bucket probed in the same state of history.
+    let tx = conn.transaction()?;
+    let found = {
+        let mut buckets = tx.prepare_cached(BUCKETS)?;
+        let mut probe = tx.prepare_cached(GET_IN_BUCKET)?;
+        let mut buckets = buckets.query([])?;
+        let mut reader = Reader::new(&tx);
+        let mut found = None;
+        while let Some(row) = buckets.next()? {
+            let bucket: i64 = row.get(0)?;
+            found = probe.query_row(params![bucket, account_id, event_id], |row| reader.event(row)).optional()?;
+            if found.is_some() {
+                break;
+            }
+        }
+        found
+    };
+    tx.commit()?;
+    Ok(found)
+}
+
+/// Replaces the origins of stored events in one transaction; returns how many were found.
+fn set_origins(conn: &mut Connection, cache: &mut DocumentCache, updates: &[OriginUpdate]) -> rusqlite::Result<u64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut updated = 0;
+    let origins = {
+        let mut origins = Documents::new(&tx, &cache.origins);
+        let mut update = tx.prepare_cached(SET_ORIGIN)?;
+        for u in updates {
+            let o = &u.origin;
+            let doc = origins.id(o)?;
+            updated += update.execute(params![u.event_time, u.account_id, u.event_id, o.kind.as_str(), o.principal, o.account_id, o.confidence.as_str(), doc])? as u64;
+        }
+        origins.stored()
+    };
+    tx.commit()?;
+    cache.origins.remember(origins);
+    Ok(updated)
+}
+
 #[async_trait]
 impl HistoryStore for SqliteStore {
-    async fn append(&self, events: std::sync::Arc<[Event]>) -> Result<WriteReport, PortError> {
+    async fn append(&self, events: Arc<[Event]>) -> Result<WriteReport, PortError> {
         if events.is_empty() {
             return Ok(WriteReport::default());
         }
-        self.write(move |conn| append(conn, &events)).await
+        let inner = Arc::clone(&self.inner);
+        self.write(move |conn| append(conn, &mut lock(&inner.documents), &events)).await
     }
 
     async fn page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError> {
@@ -160,6 +332,19 @@ impl HistoryStore for SqliteStore {
 
     async fn count(&self) -> Result<u64, PortError> {
         self.read(|conn| count(conn)).await
+    }
+
+    async fn set_origins(&self, updates: Arc<[OriginUpdate]>) -> Result<u64, PortError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let inner = Arc::clone(&self.inner);
+        self.write(move |conn| set_origins(conn, &mut lock(&inner.documents), &updates)).await
+    }
+
+    async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError> {
+        let (account_id, event_id) = (account_id.to_owned(), event_id.to_owned());
+        self.read(move |conn| get(conn, &account_id, &event_id)).await
     }
 }
 
@@ -194,5 +379,20 @@ mod tests {
             assert!(plan.contains("events_time"), "{sql}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
         }
+    }
+
+    #[test]
+    fn a_lookup_by_id_seeks_the_id_index_in_each_bucket() {
+        let conn = Connection::open_in_memory().expect("memory database");
+        conn.execute_batch(super::super::schema::MIGRATIONS.join("\n").as_str()).expect("schema");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {GET_IN_BUCKET}"))
+            .expect("explain")
+            .query_map(params![1, "a", "b"], |row| row.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let plan = plan.join("; ");
+        assert!(plan.contains("USING INDEX events_by_id (<expr>=? AND <expr>=?)"), "{plan}");
     }
 }

@@ -53,8 +53,15 @@ fn parse_status(s: String) -> Result<FileStatus, String> {
     FileStatus::parse(&s).ok_or(format!("unknown file status {s:?}"))
 }
 
-fn record(conn: &mut Connection, outcome: &FileOutcome, at: EpochMillis) -> rusqlite::Result<()> {
+fn record(conn: &mut Connection, outcomes: &[FileOutcome], at: EpochMillis) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for outcome in outcomes {
+        record_one(&tx, outcome, at)?;
+    }
+    tx.commit()
+}
+
+fn record_one(tx: &rusqlite::Transaction<'_>, outcome: &FileOutcome, at: EpochMillis) -> rusqlite::Result<()> {
     let id: i64 = tx.prepare_cached(UPSERT)?.query_row(
         params![
             outcome.key,
@@ -79,7 +86,7 @@ fn record(conn: &mut Connection, outcome: &FileOutcome, at: EpochMillis) -> rusq
             insert.execute(params![id, signed(r.error.index as u64), r.error.event_id, r.error.reason, r.raw])?;
         }
     }
-    tx.commit()
+    Ok(())
 }
 
 fn lookup(conn: &mut Connection, keys: &[String]) -> rusqlite::Result<HashMap<String, LedgerEntry>> {
@@ -150,9 +157,11 @@ impl Checkpoints for SqliteStore {
         self.read(move |conn| lookup(conn, &keys)).await
     }
 
-    async fn record(&self, outcome: &FileOutcome, at: EpochMillis) -> Result<(), PortError> {
-        let outcome = outcome.clone();
-        self.write(move |conn| record(conn, &outcome, at)).await
+    async fn record(&self, outcomes: std::sync::Arc<[FileOutcome]>, at: EpochMillis) -> Result<(), PortError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.write(move |conn| record(conn, &outcomes, at)).await
     }
 
     async fn summary(&self) -> Result<LedgerSummary, PortError> {

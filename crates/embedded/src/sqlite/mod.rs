@@ -1,4 +1,5 @@
-//! One SQLite database file as event history and as the ledger.
+//! One SQLite database file as event history, the ledger, the session store
+//! and archive, and the pending set.
 //!
 //! The idea: one writer connection, reached through a mutex, does every write,
 //! a whole batch per transaction, with cached prepared statements. Reads go to
@@ -17,9 +18,16 @@
 //! stored (indexed fields and indexes). On a disk, appends are bound by write
 //! bandwidth; `examples/append_bench.rs` measures them.
 
+mod archive;
+mod documents;
 mod history;
 mod ledger;
+mod pending;
 pub mod schema;
+mod sessions;
+
+pub use archive::MAX_SESSION_MS;
+pub use sessions::DEFAULT_SESSION_RETENTION_MS;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +35,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
 use trailwatch_core::ports::{LedgerSummary, PortError};
+use trailwatch_core::time::EpochMillis;
 
 use crate::blocking;
 
@@ -92,8 +101,13 @@ pub struct StoreStats {
     pub file_bytes: u64,
 }
 
-/// Event history and the ledger in one SQLite file. Cheap to clone: clones
-/// share the connections.
+/// Event history, the ledger, sessions and pending events in one SQLite
+/// file: [`HistoryStore`](trailwatch_core::HistoryStore),
+/// [`Checkpoints`](trailwatch_core::Checkpoints),
+/// [`SessionStore`](trailwatch_core::identity::SessionStore),
+/// [`SessionArchive`](trailwatch_core::identity::SessionArchive) and
+/// [`PendingStore`](trailwatch_core::identity::PendingStore). Cheap to
+/// clone: clones share the connections.
 ///
 /// Appends are idempotent on the event's account and `eventID`, checked
 /// together with its `eventTime` (see the schema for why): a duplicate that
@@ -103,12 +117,17 @@ pub struct StoreStats {
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// How long sessions are kept after they expire, in ms.
+    session_retention: EpochMillis,
 }
 
 struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// The documents the writer stored lately. Locked only while holding
+    /// `writer`, after it.
+    documents: Mutex<documents::DocumentCache>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -142,11 +161,11 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_size_limit", CHECKPOINT_PAGES * PAGE_SIZE).map_err(sqlite)?;
         writer.pragma_update(None, "foreign_keys", true).map_err(sqlite)?;
         schema::migrate(&mut writer, &path)?;
-        let mut inner = Inner { path: path.clone(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) };
+        let mut inner = Inner { path: path.clone(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()), documents: Mutex::default() };
         // Open one reader now, so a problem with reading shows at start-up.
         let reader = inner.open_reader().map_err(sqlite)?;
         inner.readers = Mutex::new(vec![reader]);
-        Ok(SqliteStore { inner: Arc::new(inner) })
+        Ok(SqliteStore { inner: Arc::new(inner), session_retention: DEFAULT_SESSION_RETENTION_MS })
     }
 
     /// The database file.

@@ -100,8 +100,103 @@ CREATE TABLE counters (
 INSERT INTO counters (name, value) SELECT 'events', count(*) FROM events;
 ";
 
+/// Who did it, and who was really behind it: the event's actor and its
+/// resolved origin. Added columns go after `raw`; records are far smaller
+/// than a page, so a row still lives on one page and reading these columns
+/// skips over the record's bytes without reading more pages.
+///
+/// An actor is its three indexed columns (`identity_type`, `actor_arn`,
+/// `access_key_id`) plus the rest of it, as JSON; an origin is four indexed
+/// columns plus the whole origin, chain included, as JSON. Every event of a
+/// session has the same origin, and the same actor but for its key, so those
+/// JSON documents are stored once, in `documents`, and events point at them
+/// (`actor_doc`, `origin_doc`): an origin with its chain is about 500 bytes,
+/// and storing it with every event made appends half as fast. A row with
+/// `identity_type` set but no `actor_doc` was written before this step; its
+/// actor is read back from `raw`.
+///
+/// Two lookups that the time-ordered indexes cannot serve get expression
+/// indexes, each led by a coarse time bucket so that an insert lands near the
+/// end of the index rather than on a random page (see `HISTORY` for why that
+/// matters):
+/// - `events_by_id`: an event by account and eventID without its time (an
+///   alert's link, a pending event resolved late). Keyed by the event's
+///   10-minute bucket and the first 13 characters of its eventID (48 random
+///   bits of a UUID; the row is then checked whole). A lookup probes the
+///   buckets that hold events (`event_buckets`), newest first.
+/// - `events_issued_keys`: the events that issued temporary credentials, by
+///   their hour and the access key id in the response, for `SessionArchive`.
+///   Partial: only the calls that can issue credentials have an entry, and
+///   only their records are read (by SQLite's JSON functions) on insert.
+///   `AssumeRoot` is listed though sessions are not captured from it yet, so
+///   that capturing it later needs no new index over all of history.
+const IDENTITY: &str = "
+-- JSON documents shared by many events, stored once. Never updated: a
+-- changed document is another row.
+CREATE TABLE documents (
+    id   INTEGER PRIMARY KEY,
+    hash INTEGER NOT NULL,             -- FNV-1a (64 bits) of json
+    json TEXT    NOT NULL
+);
+CREATE INDEX documents_hash ON documents (hash);
+
+ALTER TABLE events ADD COLUMN actor_doc INTEGER;       -- documents.id: the actor but its indexed columns
+ALTER TABLE events ADD COLUMN shared_event_id TEXT;
+ALTER TABLE events ADD COLUMN origin_kind TEXT;        -- OriginKind::as_str
+ALTER TABLE events ADD COLUMN origin_principal TEXT;
+ALTER TABLE events ADD COLUMN origin_account TEXT;
+ALTER TABLE events ADD COLUMN confidence TEXT;         -- Confidence::as_str
+ALTER TABLE events ADD COLUMN origin_doc INTEGER;      -- documents.id: the whole origin
+
+CREATE INDEX events_by_id ON events (event_time / 600000, substr(event_id, 1, 13));
+CREATE TABLE event_buckets (
+    bucket INTEGER PRIMARY KEY,        -- event_time / 600000
+    events INTEGER NOT NULL
+);
+INSERT INTO event_buckets (bucket, events) SELECT event_time / 600000, count(*) FROM events GROUP BY 1;
+
+CREATE INDEX events_issued_keys
+    ON events (event_time / 3600000,
+               coalesce(json_extract(raw, '$.responseElements.credentials.accessKeyId'),
+                        json_extract(raw, '$.responseElements.roleCredentials.accessKeyId')))
+    WHERE event_name IN ('AssumeRole', 'AssumeRoleWithSAML', 'AssumeRoleWithWebIdentity', 'GetFederationToken',
+                         'GetSessionToken', 'GetRoleCredentials', 'AssumeRoot');
+";
+
+/// Sessions by access key id and issue time (`SessionStore`). `session` is
+/// the whole session as JSON; the other columns are what lookups, merges and
+/// pruning read. `account_only` is 1 while the caller is only known as an
+/// account (the role owner's copy of a cross-account call).
+const SESSIONS: &str = "
+CREATE TABLE sessions (
+    access_key_id TEXT    NOT NULL,
+    issued_at     INTEGER NOT NULL,    -- ms since the epoch
+    expires_at    INTEGER NOT NULL,    -- ms since the epoch
+    account_only  INTEGER NOT NULL,
+    session       TEXT    NOT NULL,
+    PRIMARY KEY (access_key_id, issued_at)
+) WITHOUT ROWID;
+-- Pruning what is past retention.
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+";
+
+/// Events waiting for a session (`PendingStore`). `item` is the whole
+/// pending item as JSON.
+const PENDING: &str = "
+CREATE TABLE pending (
+    account_id  TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL,
+    event_time  INTEGER NOT NULL,      -- ms since the epoch
+    missing_key TEXT    NOT NULL,
+    item        TEXT    NOT NULL,
+    PRIMARY KEY (account_id, event_id)
+) WITHOUT ROWID;
+CREATE INDEX pending_missing_key ON pending (missing_key);
+CREATE INDEX pending_event_time ON pending (event_time);
+";
+
 /// The migration steps, in order: a database at version `n` has had the first `n`.
-pub const MIGRATIONS: &[&str] = &[LEDGER, HISTORY, COUNTERS];
+pub const MIGRATIONS: &[&str] = &[LEDGER, HISTORY, COUNTERS, IDENTITY, SESSIONS, PENDING];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

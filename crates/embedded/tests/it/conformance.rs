@@ -18,6 +18,20 @@ async fn sqlite_checkpoints_conform() {
 }
 
 #[tokio::test]
+async fn sqlite_session_store_conforms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("trailwatch.db")).expect("open");
+    conformance::session_store(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_pending_store_conforms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("trailwatch.db")).expect("open");
+    conformance::pending_store(&store).await;
+}
+
+#[tokio::test]
 async fn dir_source_conforms() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().to_owned();

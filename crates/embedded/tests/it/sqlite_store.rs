@@ -52,7 +52,7 @@ async fn reopening_the_database_keeps_everything() {
     {
         let store = SqliteStore::open(&path).expect("open creates the directory and the file");
         store.append(written.clone().into()).await.expect("append");
-        store.record(&partial_outcome(), BASE + 5).await.expect("record");
+        store.record(vec![partial_outcome()].into(), BASE + 5).await.expect("record");
     }
     let store = SqliteStore::open(&path).expect("reopen");
     assert_eq!(store.count().await.expect("count"), 300);
@@ -193,7 +193,7 @@ async fn paging_while_appending_sees_no_duplicates() {
 async fn recording_a_file_again_replaces_its_rejects() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path().join("trailwatch.db")).expect("open");
-    store.record(&partial_outcome(), BASE).await.expect("record");
+    store.record(vec![partial_outcome()].into(), BASE).await.expect("record");
     let mut retry = partial_outcome();
     retry.rejected = vec![
         RejectedRecord {
@@ -202,7 +202,7 @@ async fn recording_a_file_again_replaces_its_rejects() {
         },
         RejectedRecord { error: RecordError { index: 2, event_id: None, reason: "record is not UTF-8".into() }, raw: "\u{fffd}".into() },
     ];
-    store.record(&retry, BASE + 1).await.expect("record again");
+    store.record(vec![retry.clone()].into(), BASE + 1).await.expect("record again");
     assert_eq!(store.rejected(KEY).await.expect("rejected"), retry.rejected, "the newest rejects, in the order recorded");
     assert_eq!(store.lookup(&[KEY.to_owned()]).await.expect("lookup")[KEY].rejected, 2);
     assert!(store.rejected("AWSLogs/unknown").await.expect("rejected").is_empty());

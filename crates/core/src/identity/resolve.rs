@@ -1,0 +1,671 @@
+//! The resolver: an event's actor to the origin behind it, hop by hop.
+//!
+//! From the actor, follow the access key: the session valid at the time of
+//! use names who asked for it, and that caller is resolved at the session's
+//! issue time, until a caller that needs no session behind it (an IAM user's
+//! long-term key, root, a SAML or web-identity subject, an Identity Center
+//! user, an AWS service) or a federation token's session. Every session
+//! followed is a [`Hop`]. Lookups go: the batch's own memo, the
+//! [`SessionCache`], the [`SessionStore`], then the optional
+//! [`SessionArchive`].
+//!
+//! When a session is missing, the actor waits ([`Resolution::Waiting`]) on
+//! that key. Whether the fallback the record offers (Identity Center naming,
+//! an instance profile, `sourceIdentity`) is shown meanwhile is the
+//! [`FallbackPolicy`]; it becomes final only once the pending bound has
+//! passed (see [`super::PendingSet`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::origin::{self, Step};
+use super::{
+    CacheConfig, CacheLookup, CacheStats, Caller, Confidence, Hop, IssueKind, Origin, OriginKind, Session, SessionArchive, SessionCache, SessionStore,
+};
+use crate::event::Event;
+use crate::ports::PortError;
+use crate::time::{format_utc, EpochMillis};
+
+/// What to show while the exact answer may still arrive.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FallbackPolicy {
+    /// Wait: a `pending` origin until the session arrives; the derived
+    /// fallback only once the pending bound has passed. The default: most
+    /// sessions arrive within minutes, and then the answer is `exact`. (One
+    /// exception: an IAM user acting with its own temporary key, a
+    /// GetSessionToken or console session, is named at once as `derived`,
+    /// since the missing session can only add the hop.)
+    #[default]
+    AfterBound,
+    /// Show the derived fallback at once (the event still waits, and becomes
+    /// `exact` if its session arrives within the bound).
+    Immediate,
+}
+
+/// How the resolver walks and caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// Sessions followed at most before giving up on a chain.
+    pub max_hops: usize,
+    pub cache: CacheConfig,
+    pub fallback: FallbackPolicy,
+    /// Cross-account calls remembered by `sharedEventID`, to resolve the
+    /// role owner's `AWSAccount` copy through the caller's copy.
+    pub shared_capacity: u64,
+    pub shared_ttl: Duration,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            max_hops: 32,
+            cache: CacheConfig::default(),
+            fallback: FallbackPolicy::default(),
+            shared_capacity: 100_000,
+            shared_ttl: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+/// An event's actor, when it acted.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    pub caller: &'a Caller,
+    pub at: EpochMillis,
+    /// `sharedEventID` of the event, when it has one.
+    pub shared_event_id: Option<&'a str>,
+    /// The access key the event itself issued, for the role owner's
+    /// `AWSAccount` copy of a cross-account AssumeRole: it waits on that key
+    /// for the caller's copy (see [`issued_key`]).
+    pub issued_key: Option<&'a str>,
+}
+
+impl<'a> Actor<'a> {
+    pub fn new(caller: &'a Caller, at: EpochMillis) -> Self {
+        Actor { caller, at, shared_event_id: None, issued_key: None }
+    }
+
+    /// The actor of an event; None when the record names no one (Insights).
+    pub fn of_event(event: &'a Event) -> Option<Self> {
+        Some(Actor { caller: event.actor.as_ref()?, at: event.event_time, shared_event_id: event.shared_event_id.as_deref(), issued_key: None })
+    }
+}
+
+/// The key a role owner's copy of a cross-account AssumeRole issued, read
+/// from the record: only for `AWSAccount` actors of STS calls, so rare.
+pub fn issued_key(event: &Event) -> Option<String> {
+    if event.identity_type() != Some("AWSAccount") || event.event_source != "sts.amazonaws.com" || event.shared_event_id.is_none() {
+        return None;
+    }
+    let view = crate::view::RecordView::parse(event.raw.as_bytes()).ok()?;
+    super::capture(&view, &event.account_id).map(|s| s.access_key_id)
+}
+
+/// The session a waiting actor needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub access_key_id: String,
+    /// When the key was used (for a missing caller's copy: when it was issued).
+    pub at: EpochMillis,
+    /// The session is known, but only from the role owner's copy of a
+    /// cross-account call: what is missing is the caller's copy.
+    pub caller_copy: bool,
+}
+
+impl Missing {
+    /// What is missing, for reasons: `the session of ASIA… used at T`.
+    pub fn describe(&self) -> String {
+        if self.caller_copy {
+            format!("the caller's copy of the cross-account call that issued {} at {}", self.access_key_id, format_utc(self.at))
+        } else {
+            format!("the session of {} used at {}", self.access_key_id, format_utc(self.at))
+        }
+    }
+}
+
+/// The result of resolving one actor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// Known as well as it will be: `exact`, `derived`, or `unresolved` with a reason.
+    Resolved(Origin),
+    /// A session on the chain is missing. `origin` is what to show meanwhile
+    /// (`pending`, or the derived fallback under [`FallbackPolicy::Immediate`]),
+    /// with the hops resolved so far; `fallback` is the derived origin the
+    /// record offers, used if the session never arrives.
+    Waiting { origin: Origin, missing: Missing, fallback: Option<Origin> },
+}
+
+impl Resolution {
+    pub fn origin(&self) -> &Origin {
+        match self {
+            Resolution::Resolved(o) | Resolution::Waiting { origin: o, .. } => o,
+        }
+    }
+
+    pub fn into_origin(self) -> Origin {
+        match self {
+            Resolution::Resolved(o) | Resolution::Waiting { origin: o, .. } => o,
+        }
+    }
+
+    pub fn missing(&self) -> Option<&Missing> {
+        match self {
+            Resolution::Resolved(_) => None,
+            Resolution::Waiting { missing, .. } => Some(missing),
+        }
+    }
+}
+
+/// Counts since the resolver was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResolverStats {
+    /// Actors resolved (re-resolutions of waiting events included).
+    pub actors: u64,
+    /// Session lookups answered by an earlier lookup of the same batch.
+    pub batch_reuses: u64,
+    pub store_lookups: u64,
+    pub archive_lookups: u64,
+    /// Sessions the archive found (and the store was given).
+    pub archive_found: u64,
+    pub cache: CacheStats,
+}
+
+impl ResolverStats {
+    /// Session-store lookups per 1,000 actors resolved.
+    pub fn store_lookups_per_thousand(&self) -> f64 {
+        if self.actors == 0 {
+            return 0.0;
+        }
+        self.store_lookups as f64 * 1000.0 / self.actors as f64
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    actors: AtomicU64,
+    batch_reuses: AtomicU64,
+    store_lookups: AtomicU64,
+    archive_lookups: AtomicU64,
+    archive_found: AtomicU64,
+}
+
+/// The other copy of a cross-account event: its caller, and when.
+#[derive(Debug)]
+struct SharedCopy {
+    caller: Caller,
+    at: EpochMillis,
+}
+
+/// Lookups already made in one batch.
+#[derive(Default)]
+struct Batch {
+    found: HashMap<String, Vec<Arc<Session>>>,
+    missing: HashSet<(String, EpochMillis)>,
+}
+
+/// Resolves actors to origins. Cheap to share (`Arc<Resolver>`); all state is
+/// behind the cache, the stores and atomics.
+pub struct Resolver {
+    store: Arc<dyn SessionStore>,
+    archive: Option<Arc<dyn SessionArchive>>,
+    cache: SessionCache,
+    shared: moka::future::Cache<String, Arc<SharedCopy>>,
+    config: ResolverConfig,
+    watermark: AtomicI64,
+    counters: Counters,
+}
+
+/// The caller being resolved: the actor's own, or one held by a session or shared copy.
+enum Current<'a> {
+    Actor(&'a Caller),
+    Session(Arc<Session>),
+    Copy(Arc<SharedCopy>),
+}
+
+impl Current<'_> {
+    fn get(&self) -> &Caller {
+        match self {
+            Current::Actor(c) => c,
+            Current::Session(s) => &s.caller,
+            Current::Copy(c) => &c.caller,
+        }
+    }
+}
+
+/// What the walk has gathered so far.
+#[derive(Default)]
+struct Walk {
+    /// Acting session first.
+    hops: Vec<Hop>,
+    source_identity: Option<String>,
+    /// Set when resolved through the other copy of a cross-account event.
+    via_copy: Option<String>,
+}
+
+impl Walk {
+    fn finish(&self, mut origin: Origin) -> Origin {
+        origin.chain = self.hops.iter().rev().cloned().collect();
+        if origin.source_identity.is_none() {
+            origin.source_identity.clone_from(&self.source_identity);
+        }
+        if let Some(via) = &self.via_copy {
+            origin.confidence = match origin.confidence {
+                Confidence::Exact => Confidence::Derived,
+                other => other,
+            };
+            origin.reason = Some(match origin.reason.take() {
+                Some(reason) => format!("{via}; {reason}"),
+                None => via.clone(),
+            });
+        }
+        origin
+    }
+
+    fn stop(&self, principal: Option<String>, reason: String) -> Resolution {
+        let mut o = origin::origin(OriginKind::Unresolved, principal, None, None);
+        o.confidence = Confidence::Unresolved;
+        o.reason = Some(reason);
+        Resolution::Resolved(self.finish(o))
+    }
+}
+
+fn hop(session: &Session) -> Hop {
+    Hop {
+        event_id: session.event_id.clone(),
+        account_id: session.account_id.clone(),
+        role_arn: session.role_arn.clone(),
+        session_name: session.session_name.clone(),
+        access_key_id: session.access_key_id.clone(),
+        kind: session.kind,
+        time: session.issued_at,
+    }
+}
+
+impl Resolver {
+    pub fn new(store: Arc<dyn SessionStore>, archive: Option<Arc<dyn SessionArchive>>, config: ResolverConfig) -> Self {
+        let shared = moka::future::Cache::builder().max_capacity(config.shared_capacity).time_to_live(config.shared_ttl).build();
+        Resolver {
+            store,
+            archive,
+            cache: SessionCache::new(&config.cache),
+            shared,
+            config,
+            watermark: AtomicI64::new(EpochMillis::MIN),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ResolverConfig {
+        &self.config
+    }
+
+    pub fn cache(&self) -> &SessionCache {
+        &self.cache
+    }
+
+    /// Advances trail time: the newest event time seen.
+    pub fn observe(&self, event_time: EpochMillis) {
+        self.watermark.fetch_max(event_time, Ordering::Relaxed);
+    }
+
+    /// The newest event time seen, if any. Retention in the store and the
+    /// pending bound are judged against it, so old data behaves like live data.
+    pub fn watermark(&self) -> Option<EpochMillis> {
+        Some(self.watermark.load(Ordering::Relaxed)).filter(|w| *w != EpochMillis::MIN)
+    }
+
+    pub fn stats(&self) -> ResolverStats {
+        let c = &self.counters;
+        ResolverStats {
+            actors: c.actors.load(Ordering::Relaxed),
+            batch_reuses: c.batch_reuses.load(Ordering::Relaxed),
+            store_lookups: c.store_lookups.load(Ordering::Relaxed),
+            archive_lookups: c.archive_lookups.load(Ordering::Relaxed),
+            archive_found: c.archive_found.load(Ordering::Relaxed),
+            cache: self.cache.stats(),
+        }
+    }
+
+    /// Stores new sessions and returns the access keys that arrived (each
+    /// once), so events waiting on them can be resolved again. A key is
+    /// returned again when the caller's copy of a cross-account call
+    /// completes a session first seen from the role owner's copy.
+    pub async fn record_sessions(&self, sessions: Vec<Session>) -> Result<Vec<String>, PortError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sessions: Arc<[Session]> = sessions.into();
+        self.store.put(sessions.clone()).await?;
+        let mut keys = Vec::new();
+        let mut seen = HashSet::new();
+        for s in sessions.iter() {
+            self.cache.invalidate(&s.access_key_id).await;
+            if let Some(shared) = s.shared_event_id.as_ref().filter(|_| !s.caller_is_account_only()) {
+                self.shared.insert(shared.clone(), Arc::new(SharedCopy { caller: s.caller.clone(), at: s.issued_at })).await;
+            }
+            if seen.insert(s.access_key_id.as_str()) {
+                keys.push(s.access_key_id.clone());
+            }
+        }
+        Ok(keys)
+    }
+
+    pub async fn resolve(&self, actor: Actor<'_>) -> Result<Resolution, PortError> {
+        let mut batch = Batch::default();
+        self.remember_copies(std::slice::from_ref(&actor)).await;
+        self.observe(actor.at);
+        self.counters.actors.fetch_add(1, Ordering::Relaxed);
+        self.walk(actor, &mut batch).await
+    }
+
+    /// Resolves a batch (typically one log file's events). Each access key
+    /// and time is looked up at most once per batch, and a session found for
+    /// a key answers every later use of that key inside its window.
+    pub async fn resolve_batch(&self, actors: &[Actor<'_>]) -> Result<Vec<Resolution>, PortError> {
+        self.remember_copies(actors).await;
+        if let Some(newest) = actors.iter().map(|a| a.at).max() {
+            self.observe(newest);
+        }
+        self.counters.actors.fetch_add(actors.len() as u64, Ordering::Relaxed);
+        let mut batch = Batch::default();
+        let mut out = Vec::with_capacity(actors.len());
+        for actor in actors {
+            out.push(self.walk(*actor, &mut batch).await?);
+        }
+        Ok(out)
+    }
+
+    /// Remembers, by `sharedEventID`, the callers of cross-account events,
+    /// so the other account's `AWSAccount` copy resolves through them.
+    async fn remember_copies(&self, actors: &[Actor<'_>]) {
+        for actor in actors {
+            if let Some(shared) = actor.shared_event_id.filter(|_| actor.caller.identity_type != "AWSAccount") {
+                self.shared.insert(shared.to_owned(), Arc::new(SharedCopy { caller: actor.caller.clone(), at: actor.at })).await;
+            }
+        }
+    }
+
+    async fn walk(&self, actor: Actor<'_>, batch: &mut Batch) -> Result<Resolution, PortError> {
+        let mut walk = Walk { source_identity: actor.caller.source_identity.clone(), ..Walk::default() };
+        let mut current = Current::Actor(actor.caller);
+        let mut at = actor.at;
+        let mut seen: HashSet<(String, EpochMillis)> = HashSet::new();
+        loop {
+            let issued = match &current {
+                Current::Session(s) => Some(s.clone()),
+                _ => None,
+            };
+            if let Some(s) = issued.as_deref().filter(|s| s.kind == IssueKind::GetFederationToken) {
+                return Ok(Resolution::Resolved(walk.finish(origin::federated(s))));
+            }
+            let caller = current.get();
+            match origin::step(caller, issued.as_deref()) {
+                Step::Origin(o) => return Ok(Resolution::Resolved(walk.finish(o))),
+                Step::Opaque { principal, reason } => return Ok(walk.stop(principal, reason)),
+                Step::NoKey => {
+                    return Ok(match origin::fallback(caller) {
+                        Some(f) => Resolution::Resolved(walk.finish(f)),
+                        None => walk.stop(caller.arn.clone(), "the record carries no access key to follow (a console session)".into()),
+                    })
+                }
+                Step::AccountOnly => {
+                    let Some(session) = issued else {
+                        // The event's own actor: another account's copy of a cross-account event.
+                        let copy = match (actor.shared_event_id, &walk.via_copy) {
+                            (Some(shared), None) => self.shared.get(shared).await.map(|c| (shared, c)),
+                            _ => None,
+                        };
+                        if let Some((shared, copy)) = copy {
+                            walk.via_copy = Some(format!("resolved through the caller's copy of this cross-account event (sharedEventID {shared})"));
+                            at = copy.at;
+                            current = Current::Copy(copy);
+                            continue;
+                        }
+                        let mut o = origin::account_only(caller);
+                        o.reason = Some(match actor.shared_event_id {
+                            Some(shared) => format!(
+                                "a principal of account {} ({}); the caller's copy (sharedEventID {shared}) is not known",
+                                opt(&caller.account_id),
+                                opt(&caller.principal_id)
+                            ),
+                            None => {
+                                format!("a principal of account {} ({}); the record names no other copy", opt(&caller.account_id), opt(&caller.principal_id))
+                            }
+                        });
+                        // Shown at once; a role owner's copy still waits on the key it issued, for the caller's copy.
+                        return Ok(match actor.issued_key.filter(|_| walk.via_copy.is_none()) {
+                            Some(key) => {
+                                let missing = Missing { access_key_id: key.to_owned(), at: actor.at, caller_copy: true };
+                                self.waiting(&walk, missing, Some(o), true)
+                            }
+                            None => Resolution::Resolved(walk.finish(o)),
+                        });
+                    };
+                    let missing = Missing { access_key_id: session.access_key_id.clone(), at: session.issued_at, caller_copy: true };
+                    let mut fallback = origin::account_only(caller);
+                    fallback.reason = Some(format!("known only as a principal of account {} ({})", opt(&caller.account_id), opt(&caller.principal_id)));
+                    return Ok(self.waiting(&walk, missing, Some(fallback), false));
+                }
+                Step::Follow(key) => {
+                    if walk.hops.len() >= self.config.max_hops {
+                        return Ok(
+                            walk.stop(None, format!("the chain is longer than {} hops; stopped at {key} used at {}", self.config.max_hops, format_utc(at)))
+                        );
+                    }
+                    match self.lookup(&key, at, batch).await? {
+                        Some(session) => {
+                            if !seen.insert((key.clone(), session.issued_at)) {
+                                return Ok(walk.stop(
+                                    None,
+                                    format!("the chain loops: the session of {key} issued at {} is reached twice", format_utc(session.issued_at)),
+                                ));
+                            }
+                            walk.hops.push(hop(&session));
+                            if walk.source_identity.is_none() {
+                                walk.source_identity.clone_from(&session.source_identity);
+                            }
+                            at = session.issued_at;
+                            current = Current::Session(session);
+                        }
+                        None => {
+                            let missing = Missing { access_key_id: key, at, caller_copy: false };
+                            let fallback = origin::fallback(caller);
+                            // The IAM user of its own temporary key is certain without the
+                            // session (only the hop is missing): shown at once whatever the policy.
+                            let certain = fallback.as_ref().is_some_and(|f| f.kind == OriginKind::IamUser);
+                            return Ok(self.waiting(&walk, missing, fallback, certain));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A waiting resolution. The fallback is shown meanwhile under
+    /// [`FallbackPolicy::Immediate`], or when `certain` (what is missing can
+    /// add hops or upgrade the confidence, not change who).
+    fn waiting(&self, walk: &Walk, missing: Missing, fallback: Option<Origin>, certain: bool) -> Resolution {
+        let fallback = fallback.map(|f| walk.finish(f));
+        let origin = match (&fallback, self.config.fallback) {
+            (Some(f), policy) if certain || policy == FallbackPolicy::Immediate => {
+                let mut shown = f.clone();
+                shown.reason = Some(format!("{} is not known yet; {}", missing.describe(), f.reason.as_deref().unwrap_or("derived")));
+                shown
+            }
+            _ => {
+                let mut o = origin::origin(OriginKind::Unresolved, None, None, None);
+                o.confidence = Confidence::Pending;
+                o.reason = Some(format!("waiting for {}", missing.describe()));
+                walk.finish(o)
+            }
+        };
+        Resolution::Waiting { origin, missing, fallback }
+    }
+
+    /// The session of `key` valid at `at`: batch memo, cache, store, archive.
+    async fn lookup(&self, key: &str, at: EpochMillis, batch: &mut Batch) -> Result<Option<Arc<Session>>, PortError> {
+        if let Some(found) = batch.found.get(key).and_then(|all| all.iter().filter(|s| s.valid_at(at)).max_by_key(|s| s.issued_at)) {
+            self.counters.batch_reuses.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some(found.clone()));
+        }
+        let memo_key = (key.to_owned(), at);
+        if batch.missing.contains(&memo_key) {
+            self.counters.batch_reuses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        let found = match self.cache.get(key, at).await {
+            CacheLookup::Hit(session) => Some(session),
+            CacheLookup::NegativeHit => None,
+            CacheLookup::Miss => self.fetch(key, at).await?,
+        };
+        match &found {
+            Some(session) => batch.found.entry(key.to_owned()).or_default().push(session.clone()),
+            None => {
+                batch.missing.insert(memo_key);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn fetch(&self, key: &str, at: EpochMillis) -> Result<Option<Arc<Session>>, PortError> {
+        self.counters.store_lookups.fetch_add(1, Ordering::Relaxed);
+        let now = self.watermark.load(Ordering::Relaxed).max(at);
+        let mut found = self.store.get(key, at, now).await?;
+        if found.is_none() {
+            if let Some(archive) = &self.archive {
+                self.counters.archive_lookups.fetch_add(1, Ordering::Relaxed);
+                found = archive.find(key, at).await?;
+                if let Some(session) = &found {
+                    self.counters.archive_found.fetch_add(1, Ordering::Relaxed);
+                    self.store.put(vec![session.clone()].into()).await?;
+                }
+            }
+        }
+        Ok(match found {
+            Some(session) => {
+                let session = Arc::new(session);
+                self.cache.insert_found(session.clone()).await;
+                Some(session)
+            }
+            None => {
+                self.cache.insert_missing(key, at).await;
+                None
+            }
+        })
+    }
+}
+
+fn opt(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemorySessionStore;
+    use async_trait::async_trait;
+
+    const T0: EpochMillis = 1_710_000_000_000;
+
+    fn user() -> Caller {
+        Caller {
+            identity_type: "IAMUser".into(),
+            arn: Some("arn:aws:iam::508917263341:user/maria".into()),
+            account_id: Some("508917263341".into()),
+            access_key_id: Some("AKIAMARIA".into()),
+            ..Caller::default()
+        }
+    }
+
+    fn role_user(key: &str) -> Caller {
+        Caller { identity_type: "AssumedRole".into(), account_id: Some("508917263341".into()), access_key_id: Some(key.into()), ..Caller::default() }
+    }
+
+    fn session(key: &str, issued_at: EpochMillis) -> Session {
+        Session {
+            access_key_id: key.into(),
+            issued_at,
+            expires_at: issued_at + 3_600_000,
+            kind: IssueKind::AssumeRole,
+            account_id: "508917263341".into(),
+            role_arn: Some("arn:aws:iam::508917263341:role/Billing".into()),
+            session_name: Some("maria".into()),
+            assumed_arn: None,
+            source_identity: None,
+            event_id: format!("issue-{key}"),
+            event_account: "508917263341".into(),
+            shared_event_id: None,
+            caller: user(),
+        }
+    }
+
+    struct Archive(Session);
+
+    #[async_trait]
+    impl SessionArchive for Archive {
+        async fn find(&self, access_key_id: &str, at: EpochMillis) -> Result<Option<Session>, PortError> {
+            Ok((self.0.access_key_id == access_key_id && self.0.valid_at(at)).then(|| self.0.clone()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_looks_each_key_up_once() {
+        let resolver = Resolver::new(Arc::new(MemorySessionStore::new()), None, ResolverConfig::default());
+        resolver.record_sessions(vec![session("ASIAONE", T0)]).await.unwrap();
+        let actor = role_user("ASIAONE");
+        let actors: Vec<Actor<'_>> = (0..100).map(|i| Actor::new(&actor, T0 + i * 1000)).collect();
+        let out = resolver.resolve_batch(&actors).await.unwrap();
+        assert!(out.iter().all(|r| r.origin().confidence == Confidence::Exact));
+        let stats = resolver.stats();
+        assert_eq!((stats.actors, stats.store_lookups, stats.batch_reuses), (100, 1, 99));
+        assert_eq!(stats.store_lookups_per_thousand(), 10.0);
+        // The next batch is answered by the cache.
+        resolver.resolve_batch(&actors[..10]).await.unwrap();
+        assert_eq!((resolver.stats().store_lookups, resolver.stats().cache.hits), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_late_session_is_seen_at_once_despite_the_cached_miss() {
+        let resolver = Resolver::new(Arc::new(MemorySessionStore::new()), None, ResolverConfig::default());
+        let actor = role_user("ASIALATE");
+        let first = resolver.resolve(Actor::new(&actor, T0 + 60_000)).await.unwrap();
+        assert_eq!(first.missing().map(|m| m.access_key_id.as_str()), Some("ASIALATE"));
+        assert!(matches!(resolver.resolve(Actor::new(&actor, T0 + 61_000)).await.unwrap(), Resolution::Waiting { .. }));
+        assert_eq!(resolver.stats().cache.negative_hits, 1, "the miss is cached");
+        assert_eq!(resolver.record_sessions(vec![session("ASIALATE", T0)]).await.unwrap(), ["ASIALATE"]);
+        let again = resolver.resolve(Actor::new(&actor, T0 + 60_000)).await.unwrap();
+        assert_eq!(again.origin().confidence, Confidence::Exact, "recording the session dropped the cached miss");
+    }
+
+    #[tokio::test]
+    async fn the_archive_answers_what_the_store_lacks_and_the_store_keeps_it() {
+        let store = Arc::new(MemorySessionStore::new());
+        let resolver = Resolver::new(store.clone(), Some(Arc::new(Archive(session("ASIAOLD", T0)))), ResolverConfig::default());
+        let actor = role_user("ASIAOLD");
+        let found = resolver.resolve(Actor::new(&actor, T0 + 60_000)).await.unwrap();
+        assert_eq!(found.origin().confidence, Confidence::Exact);
+        assert_eq!((resolver.stats().archive_lookups, resolver.stats().archive_found), (1, 1));
+        assert!(store.get("ASIAOLD", T0 + 60_000, T0).await.unwrap().is_some(), "what the archive found is stored");
+    }
+
+    #[tokio::test]
+    async fn the_role_owners_copy_alone_waits_for_the_callers_copy() {
+        let resolver = Resolver::new(Arc::new(MemorySessionStore::new()), None, ResolverConfig::default());
+        let full = Session { shared_event_id: Some("shared-1".into()), ..session("ASIACROSS", T0) };
+        let owner = Session {
+            caller: Caller { identity_type: "AWSAccount".into(), account_id: Some("508917263341".into()), ..Caller::default() },
+            event_id: "owner".into(),
+            ..full.clone()
+        };
+        resolver.record_sessions(vec![owner]).await.unwrap();
+        let actor = role_user("ASIACROSS");
+        let waiting = resolver.resolve(Actor::new(&actor, T0 + 60_000)).await.unwrap();
+        let Resolution::Waiting { missing, fallback: Some(fallback), .. } = &waiting else { panic!("{waiting:?}") };
+        assert!(missing.caller_copy && missing.at == T0);
+        assert_eq!((fallback.kind, fallback.principal.as_deref()), (OriginKind::AwsAccount, Some("508917263341")));
+        assert_eq!(resolver.record_sessions(vec![full]).await.unwrap(), ["ASIACROSS"], "the caller's copy arriving is news for the same key");
+        assert_eq!(resolver.resolve(Actor::new(&actor, T0 + 60_000)).await.unwrap().origin().confidence, Confidence::Exact);
+    }
+}

@@ -54,7 +54,13 @@ pub fn default_workers() -> usize {
 
 /// Runs the collector and the enricher until the collector is done (one
 /// scan) or `shutdown` fires (watching), and every received file is stored.
-pub async fn run(setup: PipelineSetup, store: Arc<SqliteStore>, identity: Option<Arc<PendingSet>>, stats: Arc<PipelineStats>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    setup: PipelineSetup,
+    store: Arc<SqliteStore>,
+    identity: Option<Arc<PendingSet>>,
+    stats: Arc<PipelineStats>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if !setup.trail.is_dir() {
         anyhow::bail!("the trail directory {} does not exist or is not a directory", setup.trail.display());
     }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use trailwatch_core::event::{Event, FileOutcome, FileStatus, RecordError, RejectedRecord, REJECT_KEEP_BYTES};
 use trailwatch_core::identity::{capture, Session};
-use trailwatch_core::view::RecordView;
 use trailwatch_core::layout::TrailKey;
 use trailwatch_core::ports::ObjectMeta;
 use trailwatch_core::reader::{decode, ReadError, RecordReader};
+use trailwatch_core::view::RecordView;
 
 /// Events per chunk sent to the enricher.
 pub const CHUNK_EVENTS: usize = 1000;

@@ -246,6 +246,10 @@ mod tests {
 #[derive(Debug)]
 pub enum FileBatch {
     /// Events of a file, and the sessions its credential-issuing records issued.
-    Events { key: std::sync::Arc<str>, events: Vec<Event>, sessions: Vec<crate::identity::Session> },
+    Events {
+        key: std::sync::Arc<str>,
+        events: Vec<Event>,
+        sessions: Vec<crate::identity::Session>,
+    },
     Finished(FileOutcome),
 }

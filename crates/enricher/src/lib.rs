@@ -85,7 +85,13 @@ where
 /// Records the batch's sessions, resolves its events in place, and settles
 /// events waiting on the new sessions or past the bound. Returns the origin
 /// updates for events stored earlier.
-async fn resolve(config: &EnricherConfig, identity: &PendingSet, sessions: Vec<Session>, events: &mut [Event], stats: &PipelineStats) -> Result<Vec<OriginUpdate>, PortError> {
+async fn resolve(
+    config: &EnricherConfig,
+    identity: &PendingSet,
+    sessions: Vec<Session>,
+    events: &mut [Event],
+    stats: &PipelineStats,
+) -> Result<Vec<OriginUpdate>, PortError> {
     let mut updates = if sessions.is_empty() {
         Vec::new()
     } else {
@@ -266,7 +272,8 @@ mod tests {
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel(8);
         let config = EnricherConfig { retry_base: Duration::from_millis(1), ..Default::default() };
-        let task = tokio::spawn(run(config, EnricherPorts { history, checkpoints: ledger.clone(), identity: None }, rx, stats.clone(), CancellationToken::new()));
+        let task =
+            tokio::spawn(run(config, EnricherPorts { history, checkpoints: ledger.clone(), identity: None }, rx, stats.clone(), CancellationToken::new()));
         let key: Arc<str> = "a.json.gz".into();
         let events: Vec<Event> = (0..3).map(|i| sample_event("111122223333", &format!("e{i}"), 1_700_000_000_000 + i)).collect();
         tx.send(FileBatch::Events { key, events, sessions: vec![] }).await.unwrap();

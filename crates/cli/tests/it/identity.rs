@@ -47,11 +47,27 @@ async fn a_generated_organization_resolves_to_its_answer_key() {
         };
         let expected = &s["origin"];
         let got_chain: Vec<String> = origin.chain.iter().map(|h| h.event_id.clone()).collect();
-        if origin.kind.as_str() != expected["kind"].as_str().unwrap() || origin.principal.as_deref() != expected["principal"].as_str() || got_chain != chain_ids(&s["chain"]) {
-            wrong.push(format!("{} at {}: got {:?} {:?} {got_chain:?}, expected {expected} {:?}", s["accessKeyId"], s["issuedAt"], origin.kind, origin.principal, chain_ids(&s["chain"])));
+        if origin.kind.as_str() != expected["kind"].as_str().unwrap()
+            || origin.principal.as_deref() != expected["principal"].as_str()
+            || got_chain != chain_ids(&s["chain"])
+        {
+            wrong.push(format!(
+                "{} at {}: got {:?} {:?} {got_chain:?}, expected {expected} {:?}",
+                s["accessKeyId"],
+                s["issuedAt"],
+                origin.kind,
+                origin.principal,
+                chain_ids(&s["chain"])
+            ));
         }
     }
-    assert!(wrong.is_empty(), "{} of {} sessions resolve wrongly, e.g.:\n{}", wrong.len(), sessions.len(), wrong.iter().take(5).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} of {} sessions resolve wrongly, e.g.:\n{}",
+        wrong.len(),
+        sessions.len(),
+        wrong.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
     assert_eq!(identity.count().await.unwrap(), 0);
 
     // Events: every exported event that used a session carries that session's origin.

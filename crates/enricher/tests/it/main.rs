@@ -1,5 +1,7 @@
 //! The enricher with identity resolution, fed from fixture files the way the
 //! collector feeds it.
+// Test helpers outside #[test] functions may unwrap too: a failure is the test failing.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::sync::Arc;

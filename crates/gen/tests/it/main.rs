@@ -1,6 +1,8 @@
 //! Integration tests of trailwatch-gen: what a user of the generated trail
 //! would notice. One organization is generated once and read back whole by
 //! the core crate's reader; each test checks one promise against it.
+// Test helpers outside #[test] functions may unwrap too: a failure is the test failing.
+#![allow(clippy::unwrap_used)]
 
 mod fixture;
 mod identities;

@@ -1,7 +1,7 @@
 //! `trailwatch run`: ingest a trail directory, then keep watching it. With
 //! no --trail, a demo organization is generated first.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -70,6 +70,7 @@ async fn overview(store: &dyn HistoryStore, trail: &Path) -> anyhow::Result<Stri
     let mut identities: BTreeMap<String, u64> = BTreeMap::new();
     let mut calls: HashMap<String, u64> = HashMap::new();
     let mut errors: HashMap<String, u64> = HashMap::new();
+    let mut origins: HashMap<(String, String), (u64, BTreeSet<String>, u64)> = HashMap::new();
     let mut query = HistoryQuery { limit: 5000, ..Default::default() };
     loop {
         let page = store.page(&query).await.context("reading history")?;
@@ -79,6 +80,13 @@ async fn overview(store: &dyn HistoryStore, trail: &Path) -> anyhow::Result<Stri
             *calls.entry(format!("{}:{}", e.event_source.trim_end_matches(".amazonaws.com"), e.event_name)).or_default() += 1;
             if let Some(code) = &e.error_code {
                 *errors.entry(code.clone()).or_default() += 1;
+            }
+            if let Some(origin) = &e.origin {
+                let principal = origin.principal.clone().unwrap_or_else(|| "-".into());
+                let entry = origins.entry((origin.kind.as_str().to_owned(), principal)).or_default();
+                entry.0 += 1;
+                entry.1.insert(e.account_id.clone());
+                entry.2 = entry.2.max(origin.chain.len() as u64);
             }
         }
         match page.next {
@@ -99,6 +107,12 @@ async fn overview(store: &dyn HistoryStore, trail: &Path) -> anyhow::Result<Stri
     out.push_str("  identity types\n");
     for (t, n) in identities {
         out.push_str(&format!("    {t:<20} {:>8}\n", thousands(n)));
+    }
+    out.push_str("  who is behind the most events (origin · accounts reached · longest chain)\n");
+    let mut who: Vec<_> = origins.into_iter().collect();
+    who.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(&b.0)));
+    for ((kind, principal), (n, reached, hops)) in who.into_iter().take(8) {
+        out.push_str(&format!("    {kind:<21} {principal:<58} {:>8} events · {:>2} accounts · {hops} hops\n", thousands(n), reached.len()));
     }
     out.push_str("  busiest calls\n");
     for (c, n) in top(calls, 6) {

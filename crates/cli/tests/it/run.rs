@@ -104,6 +104,8 @@ fn run_without_a_trail_shows_a_demo_organization() {
     assert!(lines.contains("4,000 stored"), "{lines}");
     assert!(lines.contains("what the store holds"), "{lines}");
     assert!(lines.contains("AssumedRole"), "identity types are shown: {lines}");
+    assert!(lines.contains("who is behind the most events"), "{lines}");
+    assert!(lines.contains("iam_user") && lines.contains("ec2.amazonaws.com:i-"), "origins behind the sessions are shown: {lines}");
     let (status, stderr) = interrupt_and_wait(child);
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
     assert!(data.join("demo-trail/expected.json").exists());

@@ -17,7 +17,7 @@ pub mod dir;
 pub mod sqlite;
 
 pub use dir::DirSource;
-pub use sqlite::{OpenError, SqliteStore, StoreStats};
+pub use sqlite::{OpenError, SqliteStore, StoreStats, DEFAULT_SESSION_RETENTION_MS, MAX_SESSION_MS};
 
 use trailwatch_core::ports::PortError;
 

@@ -41,8 +41,8 @@ fn find(conn: &mut Connection, access_key_id: &str, at: EpochMillis) -> rusqlite
     let mut found: Option<Session> = None;
     {
         let mut select = tx.prepare_cached(ISSUED_IN_HOUR)?;
-        let first = (at - MAX_SESSION_MS - WINDOW_SLACK_MS) / HOUR_MS;
-        let last = (at + WINDOW_SLACK_MS) / HOUR_MS;
+        let first = at.saturating_sub(MAX_SESSION_MS + WINDOW_SLACK_MS) / HOUR_MS;
+        let last = at.saturating_add(WINDOW_SLACK_MS) / HOUR_MS;
         for hour in first..=last {
             let mut rows = select.query(rusqlite::params![hour, access_key_id])?;
             while let Some(row) = rows.next()? {

@@ -47,7 +47,7 @@ fn fnv1a(bytes: &[u8]) -> i64 {
     hash as i64 // the same 64 bits, as SQLite stores integers
 }
 
-/// A JSON encoding failure as a SQLite parameter error.
+/// A value as JSON; an encoding failure as a SQLite parameter error.
 pub(super) fn to_json<T: Serialize>(value: &T) -> rusqlite::Result<String> {
     serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
@@ -164,7 +164,8 @@ impl<T: DeserializeOwned + Clone> Loaded<T> {
         if let Some(value) = self.parsed.get(&id) {
             return Ok(value.clone());
         }
-        let bad = |message: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(BadValue { column: self.column, message }));
+        let bad =
+            |message: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(BadValue { column: self.column, message }));
         let json = load(conn, id)?.ok_or_else(|| bad(format!("document {id} does not exist")))?;
         let value: T = serde_json::from_str(&json).map_err(|e| bad(format!("document {id}: {e}")))?;
         self.parsed.insert(id, value.clone());

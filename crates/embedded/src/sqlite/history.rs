@@ -7,7 +7,6 @@
 //! Those two are JSON documents that the events of a session share, stored
 //! once ([`super::documents`]). The record itself is stored byte for byte.
 
-use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -16,7 +15,6 @@ use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, TransactionBeh
 use trailwatch_core::event::Event;
 use trailwatch_core::identity::{Caller, Origin};
 use trailwatch_core::ports::{HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, OriginUpdate, PortError, WriteReport};
-use trailwatch_core::time::EpochMillis;
 use trailwatch_core::view::RecordView;
 
 use super::documents::{Document, DocumentCache, Documents, Loaded};
@@ -37,14 +35,9 @@ const ADD_TO_COUNT: &str = "UPDATE counters SET value = value + ?1 WHERE name = 
 
 const COUNT: &str = "SELECT value FROM counters WHERE name = 'events'";
 
-/// The width of the time buckets that lead the `events_by_id` index, as the
-/// schema writes it (`event_time / 600000`).
-const ID_BUCKET_MS: EpochMillis = 600_000;
-
-/// How many events each bucket holds, so lookups by id probe only those.
-const ADD_TO_BUCKET: &str = "
-INSERT INTO event_buckets (bucket, events) VALUES (?1, ?2)
-ON CONFLICT (bucket) DO UPDATE SET events = events + excluded.events";
+/// How many rows, in arrival order, make a bucket of the `events_by_id`
+/// index, as the schema writes it (`seq / 4096`).
+const ID_BUCKET_ROWS: i64 = 4096;
 
 /// The columns an [`Event`] is read from, `seq` first, in [`Reader::event`]'s order.
 macro_rules! event_columns {
@@ -55,15 +48,15 @@ macro_rules! event_columns {
     };
 }
 
-/// The buckets that hold events, newest first: where a lookup by id probes.
-const BUCKETS: &str = "SELECT bucket FROM event_buckets ORDER BY bucket DESC";
+/// The last row: the newest bucket a lookup by id probes.
+const LAST_SEQ: &str = "SELECT max(seq) FROM events";
 
 /// One event by account and eventID within one bucket, through
 /// `events_by_id` (the expressions are the index's own, so SQLite uses it).
 const GET_IN_BUCKET: &str = concat!(
     "SELECT ",
     event_columns!(),
-    " FROM events WHERE event_time / 600000 = ?1 AND substr(event_id, 1, 13) = substr(?3, 1, 13) AND account_id = ?2 AND event_id = ?3"
+    " FROM events WHERE seq / 4096 = ?1 AND substr(event_id, 1, 13) = substr(?3, 1, 13) AND account_id = ?2 AND event_id = ?3"
 );
 
 /// A late origin, found through the unique index.
@@ -101,7 +94,6 @@ impl Document for Origin {
 fn append(conn: &mut Connection, cache: &mut DocumentCache, events: &[Event]) -> rusqlite::Result<WriteReport> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut report = WriteReport::default();
-    let mut buckets: BTreeMap<i64, i64> = BTreeMap::new();
     let (actors, origins) = {
         let (mut actors, mut origins) = (Documents::new(&tx, &cache.actors), Documents::new(&tx, &cache.origins));
         let mut insert = tx.prepare_cached(INSERT)?;
@@ -135,17 +127,12 @@ fn append(conn: &mut Connection, cache: &mut DocumentCache, events: &[Event]) ->
                 report.duplicates += 1;
             } else {
                 report.inserted += 1;
-                *buckets.entry(e.event_time / ID_BUCKET_MS).or_default() += 1;
             }
         }
         (actors.stored(), origins.stored())
     };
     if report.inserted > 0 {
         tx.prepare_cached(ADD_TO_COUNT)?.execute([signed(report.inserted)])?;
-        let mut add = tx.prepare_cached(ADD_TO_BUCKET)?;
-        for (bucket, n) in buckets {
-            add.execute([bucket, n])?;
-        }
     }
     tx.commit()?;
     cache.actors.remember(actors);
@@ -269,22 +256,20 @@ pub(super) fn count(conn: &Connection) -> rusqlite::Result<u64> {
     conn.prepare_cached(COUNT)?.query_row([], |row| unsigned(row, 0, "counters.value"))
 }
 
-/// One event by account and eventID: probes the buckets that hold events,
-/// newest first, and stops at the first match. A recent event (the usual
-/// question) is found in a few probes; one that is not stored costs a probe
-/// per bucket (52,560 a year of 10-minute buckets, each a seek of a few
-/// cached pages).
+/// One event by account and eventID: probes the arrival buckets of
+/// `events_by_id`, newest first, and stops at the first match. A recently
+/// stored event (the usual question) is found in a few probes; one that is
+/// not stored costs a probe per 4,096 events, each a seek of a few pages.
 fn get(conn: &mut Connection, account_id: &str, event_id: &str) -> rusqlite::Result<Option<Event>> {
     // One read transaction: every bucket probed in the same state of history.
     let tx = conn.transaction()?;
     let found = {
-        let mut buckets = tx.prepare_cached(BUCKETS)?;
+        let last: Option<i64> = tx.prepare_cached(LAST_SEQ)?.query_row([], |row| row.get(0))?;
+        let newest = last.map_or(-1, |seq| seq / ID_BUCKET_ROWS);
         let mut probe = tx.prepare_cached(GET_IN_BUCKET)?;
-        let mut buckets = buckets.query([])?;
         let mut reader = Reader::new(&tx);
         let mut found = None;
-        while let Some(row) = buckets.next()? {
-            let bucket: i64 = row.get(0)?;
+        for bucket in (0..=newest).rev() {
             found = probe.query_row(params![bucket, account_id, event_id], |row| reader.event(row)).optional()?;
             if found.is_some() {
                 break;
@@ -306,7 +291,8 @@ fn set_origins(conn: &mut Connection, cache: &mut DocumentCache, updates: &[Orig
         for u in updates {
             let o = &u.origin;
             let doc = origins.id(o)?;
-            updated += update.execute(params![u.event_time, u.account_id, u.event_id, o.kind.as_str(), o.principal, o.account_id, o.confidence.as_str(), doc])? as u64;
+            updated +=
+                update.execute(params![u.event_time, u.account_id, u.event_id, o.kind.as_str(), o.principal, o.account_id, o.confidence.as_str(), doc])? as u64;
         }
         origins.stored()
     };

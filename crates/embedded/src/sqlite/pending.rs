@@ -11,6 +11,7 @@ use trailwatch_core::identity::{PendingItem, PendingStore};
 use trailwatch_core::ports::PortError;
 use trailwatch_core::time::EpochMillis;
 
+use super::documents::to_json;
 use super::{decode, unsigned, SqliteStore};
 
 const UPSERT: &str = "
@@ -33,8 +34,7 @@ fn add(conn: &mut Connection, items: &[PendingItem]) -> rusqlite::Result<()> {
     {
         let mut upsert = tx.prepare_cached(UPSERT)?;
         for i in items {
-            let json = serde_json::to_string(i).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            upsert.execute(params![i.account_id, i.event_id, i.event_time, i.missing_key, json])?;
+            upsert.execute(params![i.account_id, i.event_id, i.event_time, i.missing_key, to_json(i)?])?;
         }
     }
     tx.commit()

@@ -15,6 +15,7 @@ use trailwatch_core::identity::{Session, SessionStore, WINDOW_SLACK_MS};
 use trailwatch_core::ports::PortError;
 use trailwatch_core::time::EpochMillis;
 
+use super::documents::to_json;
 use super::{decode, SqliteStore};
 
 /// How long a session is kept after its credentials expire, unless
@@ -24,9 +25,8 @@ pub const DEFAULT_SESSION_RETENTION_MS: EpochMillis = 7 * 24 * 3_600_000;
 const SELECT_ONE: &str = "SELECT session FROM sessions WHERE access_key_id = ?1 AND issued_at = ?2";
 
 const UPSERT: &str = "
-INSERT INTO sessions (access_key_id, issued_at, expires_at, account_only, session) VALUES (?1, ?2, ?3, ?4, ?5)
-ON CONFLICT (access_key_id, issued_at) DO UPDATE SET
-    expires_at = excluded.expires_at, account_only = excluded.account_only, session = excluded.session";
+INSERT INTO sessions (access_key_id, issued_at, expires_at, session) VALUES (?1, ?2, ?3, ?4)
+ON CONFLICT (access_key_id, issued_at) DO UPDATE SET expires_at = excluded.expires_at, session = excluded.session";
 
 /// The latest session of a key valid at `?2` and retained at `?3`: a seek on
 /// the primary key to the key's sessions issued up to `?2` (plus slack),
@@ -61,8 +61,7 @@ fn put(conn: &mut Connection, sessions: &[Session]) -> rusqlite::Result<()> {
                 }
                 None => session.clone(),
             };
-            let json = serde_json::to_string(&merged).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            upsert.execute(params![merged.access_key_id, merged.issued_at, merged.expires_at, merged.caller_is_account_only(), json])?;
+            upsert.execute(params![merged.access_key_id, merged.issued_at, merged.expires_at, to_json(&merged)?])?;
         }
     }
     tx.commit()

@@ -1,5 +1,5 @@
 //! One SQLite database file as event history, the ledger, the session store
-//! and archive, and the pending set.
+//! and archive, the pending set, and alerts with their outbox.
 //!
 //! The idea: one writer connection, reached through a mutex, does every write,
 //! a whole batch per transaction, with cached prepared statements. Reads go to
@@ -21,9 +21,11 @@
 //!
 //! Modules: `history` (events, with their actors and origins stored once in
 //! `documents`), `ledger`, `sessions` (the session store), `archive` (issuing
-//! events found in history), `pending` (events waiting for a session), and
-//! `schema` (the migration steps).
+//! events found in history), `pending` (events waiting for a session),
+//! `alerts` (alerts, their transitions and deliveries), and `schema` (the
+//! migration steps).
 
+mod alerts;
 mod archive;
 mod documents;
 mod history;
@@ -111,9 +113,10 @@ pub struct StoreStats {
 /// file: [`HistoryStore`](trailwatch_core::HistoryStore),
 /// [`Checkpoints`](trailwatch_core::Checkpoints),
 /// [`SessionStore`](trailwatch_core::identity::SessionStore),
-/// [`SessionArchive`](trailwatch_core::identity::SessionArchive) and
-/// [`PendingStore`](trailwatch_core::identity::PendingStore). Cheap to
-/// clone: clones share the connections.
+/// [`SessionArchive`](trailwatch_core::identity::SessionArchive),
+/// [`PendingStore`](trailwatch_core::identity::PendingStore) and
+/// [`AlertStore`](trailwatch_core::alerts::AlertStore). Cheap to clone:
+/// clones share the connections.
 ///
 /// Appends are idempotent on the event's account and `eventID`, checked
 /// together with its `eventTime` (see the schema for why): a duplicate that

@@ -225,8 +225,77 @@ UPDATE events SET shared_event_id = json_extract(raw, '$.sharedEventID')
 ALTER TABLE sessions DROP COLUMN account_only;
 ";
 
+/// Alerts (`AlertStore`): each alert as its indexed fields beside the whole
+/// alert as JSON, its transitions, and the outbox of deliveries per sink.
+///
+/// - `alerts_current`: at most one unresolved alert per dedup key, enforced;
+///   also how `current` finds it. Partial, like the other `status <>
+///   'resolved'` indexes: resolved alerts pile up, the ones the lifecycle
+///   works on stay few.
+/// - `alerts_listing`: the listing, newest change first; its filters are
+///   checked along it (alerts are few next to events).
+/// - `alerts_quiet`: unresolved alerts by when they go quiet (`quiet_at` is
+///   `last_seen + resolve_after`, NULL when only a person resolves it).
+/// - `alerts_origin_event`: unresolved alerts by the event their origin
+///   belongs to, for origins resolved late.
+/// - A notifying transition keeps the alert as it was right after it
+///   (`snapshot`), and its deliveries send that: a delivery retried an hour
+///   later still says what happened then. Deliveries done keep their row
+///   (`done_at`); `alert_outbox_due` holds only those not done, per sink in
+///   the order they are due. `AUTOINCREMENT`: delivery ids never go back,
+///   even once old rows are pruned.
+const ALERTS: &str = "
+CREATE TABLE alerts (
+    id                   TEXT    PRIMARY KEY,
+    dedup_key            TEXT    NOT NULL,
+    status               TEXT    NOT NULL,     -- AlertStatus::as_str
+    severity             INTEGER NOT NULL,     -- 0 informational, 1 low, 2 medium, 3 high, 4 critical
+    rule_id              TEXT    NOT NULL,
+    account_id           TEXT    NOT NULL,
+    origin_principal     TEXT,
+    origin_event_account TEXT,
+    origin_event_id      TEXT,
+    first_seen           INTEGER NOT NULL,     -- trail time, ms since the epoch
+    last_seen            INTEGER NOT NULL,     -- trail time
+    quiet_at             INTEGER,              -- trail time: last_seen + resolve_after
+    revision             INTEGER NOT NULL,
+    updated_at           INTEGER NOT NULL,     -- wall clock
+    alert                TEXT    NOT NULL      -- the whole alert, JSON
+);
+CREATE UNIQUE INDEX alerts_current ON alerts (dedup_key) WHERE status <> 'resolved';
+CREATE INDEX alerts_listing ON alerts (updated_at, id);
+CREATE INDEX alerts_quiet ON alerts (quiet_at, id) WHERE status <> 'resolved' AND quiet_at IS NOT NULL;
+CREATE INDEX alerts_origin_event ON alerts (origin_event_id, origin_event_account) WHERE status <> 'resolved';
+
+CREATE TABLE alert_transitions (
+    alert_id    TEXT    NOT NULL REFERENCES alerts (id),
+    revision    INTEGER NOT NULL,
+    kind        TEXT    NOT NULL,              -- TransitionKind::as_str
+    at          INTEGER NOT NULL,              -- trail time, or wall clock for what a person did
+    recorded_at INTEGER NOT NULL,              -- wall clock
+    cause       TEXT    NOT NULL,
+    by_person   TEXT,
+    notify      INTEGER NOT NULL,
+    snapshot    TEXT,                          -- the alert right after it, JSON, when it notifies
+    PRIMARY KEY (alert_id, revision)
+);
+
+CREATE TABLE alert_outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink            TEXT    NOT NULL,
+    alert_id        TEXT    NOT NULL,
+    revision        INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,          -- wall clock
+    last_error      TEXT,
+    done_at         INTEGER,                   -- wall clock; NULL until delivered
+    FOREIGN KEY (alert_id, revision) REFERENCES alert_transitions (alert_id, revision)
+);
+CREATE INDEX alert_outbox_due ON alert_outbox (sink, next_attempt_at, id) WHERE done_at IS NULL;
+";
+
 /// The migration steps, in order: a database at version `n` has had the first `n`.
-pub const MIGRATIONS: &[&str] = &[LEDGER, HISTORY, COUNTERS, IDENTITY, SESSIONS, PENDING, ARRIVAL_BUCKETS];
+pub const MIGRATIONS: &[&str] = &[LEDGER, HISTORY, COUNTERS, IDENTITY, SESSIONS, PENDING, ARRIVAL_BUCKETS, ALERTS];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -3,20 +3,27 @@
 //! - [`DirSource`]: a local directory laid out like the trail bucket, as the
 //!   [`LogSource`](trailwatch_core::LogSource).
 //! - [`SqliteStore`]: one SQLite database file holding event history, the
-//!   ledger of processed objects, sessions and the events waiting for them
+//!   ledger of processed objects, sessions and the events waiting for them,
+//!   and alerts with their outbox
 //!   ([`HistoryStore`](trailwatch_core::HistoryStore),
 //!   [`Checkpoints`](trailwatch_core::Checkpoints),
 //!   [`SessionStore`](trailwatch_core::identity::SessionStore),
 //!   [`SessionArchive`](trailwatch_core::identity::SessionArchive),
-//!   [`PendingStore`](trailwatch_core::identity::PendingStore)).
+//!   [`PendingStore`](trailwatch_core::identity::PendingStore),
+//!   [`AlertStore`](trailwatch_core::alerts::AlertStore)).
+//! - [`sinks`]: where alerts go: [`StdoutSink`], [`JsonlSink`], [`WebhookSink`]
+//!   (generic JSON or PagerDuty Events API v2).
 //!
-//! Both keep blocking work (file system, SQLite) on tokio's blocking pool, so
-//! the services' async tasks never wait on a disk.
+//! The directory source, the store and the file sink keep blocking work
+//! (file system, SQLite) on tokio's blocking pool, so the services' async
+//! tasks never wait on a disk.
 
 pub mod dir;
+pub mod sinks;
 pub mod sqlite;
 
 pub use dir::DirSource;
+pub use sinks::{JsonlSink, StdoutFormat, StdoutSink, TransitionRecord, WebhookConfig, WebhookFormat, WebhookSink};
 pub use sqlite::{OpenError, SqliteStore, StoreStats, DEFAULT_SESSION_RETENTION_MS, MAX_SESSION_MS};
 
 use trailwatch_core::ports::PortError;

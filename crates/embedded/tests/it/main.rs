@@ -4,7 +4,9 @@
 // Test helpers outside #[test] functions may unwrap too: a failure is the test failing.
 #![allow(clippy::unwrap_used)]
 
+mod alert_store;
 mod conformance;
 mod dir_source;
 mod identity_stores;
+mod sinks;
 mod sqlite_store;

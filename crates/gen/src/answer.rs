@@ -1,15 +1,18 @@
-//! The answer key, `expected.json`: what an identity resolver must find in
-//! the generated trail. Every session is listed with its issuing events, its
-//! origin (the person or workload behind it) and its chain of hops from that
-//! origin, all exactly true of the records written.
+//! The answer key, `expected.json`: what an identity resolver and the
+//! detection rules must find in the generated trail. Every session is listed
+//! with its issuing events, its origin (the person or workload behind it)
+//! and its chain of hops from that origin; every injected incident with its
+//! records; every alert the built-in rule pack must raise, with its dedup
+//! group, first event and origin. All exactly true of the records written.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use serde::Serialize;
 
 use crate::identity::saml_provider;
 use crate::org::Org;
-use crate::plan::{IssueKind, Issuer, Plan};
+use crate::plan::{Culprit, IssueKind, Issuer, Plan};
 use crate::text::iso;
 use crate::GenConfig;
 
@@ -20,6 +23,7 @@ struct Generator {
     days: u32,
     events: u64,
     end: String,
+    incidents: bool,
 }
 
 #[derive(Serialize)]
@@ -117,13 +121,52 @@ fn origin<'a>(org: &'a Org, plan: &'a Plan, i: u32) -> Origin<'a> {
     }
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IncidentOut<'a> {
+    name: &'static str,
+    account_id: &'a str,
+    start: String,
+    /// Its records (sign-ins and calls; the sessions' issuing events are in `sessions`).
+    event_ids: Vec<&'a str>,
+    /// Its sessions' keys, first hop first.
+    access_key_ids: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertOut<'a> {
+    rule_id: &'static str,
+    account_id: &'a str,
+    origin_kind: &'static str,
+    origin_principal: String,
+    group: BTreeMap<&'static str, &'a str>,
+    first_event_id: &'a str,
+    count: u32,
+    incident: &'static str,
+}
+
+/// Who is behind an incident's records, as an origin kind and principal.
+fn culprit(org: &Org, plan: &Plan, c: Culprit) -> (&'static str, String) {
+    match c {
+        Culprit::User(u) => ("iam_user", org.users[u].arn.clone()),
+        Culprit::UserName(u) => ("iam_user", org.users[u].name.clone()),
+        Culprit::Root(a) => ("root", format!("arn:aws:iam::{}:root", org.accounts[a].id)),
+        Culprit::Session(s) => {
+            let o = origin(org, plan, s);
+            (o.kind, o.principal)
+        }
+    }
+}
+
 fn name(kind: IssueKind, name: &str) -> Option<&str> {
     (kind != IssueKind::GetSessionToken).then_some(name)
 }
 
 /// Writes `expected.json`: one session per line inside the `sessions` array.
 pub fn write(mut out: impl Write, config: &GenConfig, org: &Org, plan: &Plan, totals: &Totals) -> io::Result<()> {
-    let generator = Generator { seed: config.seed, accounts: config.accounts, days: config.days, events: config.events, end: iso(config.end) };
+    let generator =
+        Generator { seed: config.seed, accounts: config.accounts, days: config.days, events: config.events, end: iso(config.end), incidents: config.incidents };
     let organization = Organization {
         id: &org.id,
         management_account_id: org.management_id(),
@@ -137,7 +180,36 @@ pub fn write(mut out: impl Write, config: &GenConfig, org: &Org, plan: &Plan, to
     serde_json::to_writer(&mut out, &organization)?;
     out.write_all(b",\n\"totals\":")?;
     serde_json::to_writer(&mut out, totals)?;
-    out.write_all(b",\n\"sessions\":[")?;
+    out.write_all(b",\n\"incidents\":[")?;
+    for (i, incident) in plan.incidents.iter().enumerate() {
+        let entry = IncidentOut {
+            name: incident.name,
+            account_id: &org.accounts[incident.account].id,
+            start: iso(incident.start),
+            event_ids: plan.acts[incident.acts.clone()].iter().map(|a| a.event_id.as_str()).collect(),
+            access_key_ids: incident.sessions.iter().map(|&s| plan.sessions[s as usize].key.as_str()).collect(),
+        };
+        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+        serde_json::to_writer(&mut out, &entry)?;
+    }
+    out.write_all(b"],\n\"alerts\":[")?;
+    let alerts = plan.incidents.iter().flat_map(|i| i.alerts.iter().map(move |a| (i.name, a)));
+    for (i, (incident, alert)) in alerts.enumerate() {
+        let (origin_kind, origin_principal) = culprit(org, plan, alert.culprit);
+        let entry = AlertOut {
+            rule_id: alert.rule,
+            account_id: &org.accounts[alert.account].id,
+            origin_kind,
+            origin_principal,
+            group: alert.group.iter().map(|(k, v)| (*k, v.as_str())).collect(),
+            first_event_id: &alert.first_event,
+            count: alert.count,
+            incident,
+        };
+        out.write_all(if i == 0 { b"\n" } else { b",\n" })?;
+        serde_json::to_writer(&mut out, &entry)?;
+    }
+    out.write_all(b"],\n\"sessions\":[")?;
     for (i, s) in plan.sessions.iter().enumerate() {
         let account = &org.accounts[s.account].id;
         let role_arn = s.role.map(|r| org.roles[r].arn.as_str());

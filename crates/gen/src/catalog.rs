@@ -15,7 +15,7 @@ pub enum Params {
     /// An S3 bucket sub-resource read (`policy`, `acl`, `encryption`, `location`).
     Bucket(&'static str),
     ListBuckets,
-    PutBucketPolicy,
+    PutBucketTagging,
     RoleName,
     UserName,
     Function,
@@ -30,11 +30,23 @@ pub enum Params {
     TaskDefinition,
     Stack,
     ChangeSet,
-    RunInstances,
-    CreateSecurityGroup,
+    /// On-demand (`spot: false`) or on the spot market.
+    RunInstances {
+        spot: bool,
+    },
+    RequestSpotInstances,
+    /// Opens port 22 to the world.
     AuthorizeIngress,
     CreateRole,
+    TagRole,
+    /// An inline policy granting everything (`Deployer` escalating itself).
+    PutRolePolicy,
+    /// `AdministratorAccess` attached to `Deployer`.
     AttachRolePolicy,
+    CreateLogGroup,
+    DescribeTrails,
+    /// The organization trail, by ARN.
+    TrailName,
     CreateTags,
     TerminateInstances,
     CostAndUsage,
@@ -72,17 +84,15 @@ pub const DESCRIBE_VPCS: Api = read(EC2, "DescribeVpcs", Params::Filters);
 pub const DESCRIBE_VOLUMES: Api = read(EC2, "DescribeVolumes", Params::Filters);
 pub const DESCRIBE_NETWORK_INTERFACES: Api = read(EC2, "DescribeNetworkInterfaces", Params::Filters);
 pub const DESCRIBE_TAGS: Api = read(EC2, "DescribeTags", Params::Filters);
-pub const RUN_INSTANCES: Api = write(EC2, "RunInstances", Params::RunInstances);
+pub const RUN_INSTANCES: Api = write(EC2, "RunInstances", Params::RunInstances { spot: false });
 pub const TERMINATE_INSTANCES: Api = write(EC2, "TerminateInstances", Params::TerminateInstances);
-pub const CREATE_SECURITY_GROUP: Api = write(EC2, "CreateSecurityGroup", Params::CreateSecurityGroup);
-pub const AUTHORIZE_INGRESS: Api = write(EC2, "AuthorizeSecurityGroupIngress", Params::AuthorizeIngress);
 pub const CREATE_TAGS: Api = write(EC2, "CreateTags", Params::CreateTags);
 pub const LIST_BUCKETS: Api = read(S3, "ListBuckets", Params::ListBuckets);
 pub const GET_BUCKET_POLICY: Api = read(S3, "GetBucketPolicy", Params::Bucket("policy"));
 pub const GET_BUCKET_ACL: Api = read(S3, "GetBucketAcl", Params::Bucket("acl"));
 pub const GET_BUCKET_ENCRYPTION: Api = read(S3, "GetBucketEncryption", Params::Bucket("encryption"));
 pub const GET_BUCKET_LOCATION: Api = read(S3, "GetBucketLocation", Params::Bucket("location"));
-pub const PUT_BUCKET_POLICY: Api = write(S3, "PutBucketPolicy", Params::PutBucketPolicy);
+pub const PUT_BUCKET_TAGGING: Api = write(S3, "PutBucketTagging", Params::PutBucketTagging);
 pub const LIST_ROLES: Api = global(IAM, "ListRoles", true, Params::Null);
 pub const GET_ROLE: Api = global(IAM, "GetRole", true, Params::RoleName);
 pub const LIST_USERS: Api = global(IAM, "ListUsers", true, Params::Null);
@@ -90,7 +100,7 @@ pub const GET_USER: Api = global(IAM, "GetUser", true, Params::UserName);
 pub const LIST_ATTACHED_ROLE_POLICIES: Api = global(IAM, "ListAttachedRolePolicies", true, Params::RoleName);
 pub const LIST_ROLE_POLICIES: Api = global(IAM, "ListRolePolicies", true, Params::RoleName);
 pub const CREATE_ROLE: Api = global(IAM, "CreateRole", false, Params::CreateRole);
-pub const ATTACH_ROLE_POLICY: Api = global(IAM, "AttachRolePolicy", false, Params::AttachRolePolicy);
+pub const TAG_ROLE: Api = global(IAM, "TagRole", false, Params::TagRole);
 pub const GET_CALLER_IDENTITY: Api = read("sts.amazonaws.com", "GetCallerIdentity", Params::Null);
 pub const LIST_FUNCTIONS: Api = read("lambda.amazonaws.com", "ListFunctions20150331", Params::Null);
 pub const GET_FUNCTION: Api = read("lambda.amazonaws.com", "GetFunction20150331v2", Params::Function);
@@ -98,6 +108,7 @@ pub const UPDATE_FUNCTION_CODE: Api = write("lambda.amazonaws.com", "UpdateFunct
 pub const DESCRIBE_LOG_GROUPS: Api = read("logs.amazonaws.com", "DescribeLogGroups", Params::Empty);
 pub const FILTER_LOG_EVENTS: Api = read("logs.amazonaws.com", "FilterLogEvents", Params::LogGroup);
 pub const CREATE_LOG_STREAM: Api = write("logs.amazonaws.com", "CreateLogStream", Params::LogStream);
+pub const CREATE_LOG_GROUP: Api = write("logs.amazonaws.com", "CreateLogGroup", Params::CreateLogGroup);
 pub const DESCRIBE_ALARMS: Api = read("monitoring.amazonaws.com", "DescribeAlarms", Params::Alarms);
 pub const DECRYPT: Api = read("kms.amazonaws.com", "Decrypt", Params::Decrypt);
 pub const GENERATE_DATA_KEY: Api = read("kms.amazonaws.com", "GenerateDataKey", Params::DataKey);
@@ -115,7 +126,37 @@ pub const EXECUTE_CHANGE_SET: Api = write("cloudformation.amazonaws.com", "Execu
 pub const DESCRIBE_DB_INSTANCES: Api = read("rds.amazonaws.com", "DescribeDBInstances", Params::Empty);
 pub const GET_COST_AND_USAGE: Api = global("ce.amazonaws.com", "GetCostAndUsage", true, Params::CostAndUsage);
 
-/// A weighted set of calls.
+/// Calls only the incidents make: each of the writes is one the detection
+/// pack reports, which is why no benign mix below contains them.
+pub mod incident {
+    use super::*;
+
+    pub const GET_ACCOUNT_SUMMARY: Api = global(IAM, "GetAccountSummary", true, Params::Null);
+    pub const DESCRIBE_TRAILS: Api = read("cloudtrail.amazonaws.com", "DescribeTrails", Params::DescribeTrails);
+    pub const STOP_LOGGING: Api = write("cloudtrail.amazonaws.com", "StopLogging", Params::TrailName);
+    pub const AUTHORIZE_INGRESS: Api = write(EC2, "AuthorizeSecurityGroupIngress", Params::AuthorizeIngress);
+    pub const REQUEST_SPOT_INSTANCES: Api = write(EC2, "RequestSpotInstances", Params::RequestSpotInstances);
+    pub const RUN_SPOT_INSTANCES: Api = write(EC2, "RunInstances", Params::RunInstances { spot: true });
+    pub const PUT_ROLE_POLICY: Api = global(IAM, "PutRolePolicy", false, Params::PutRolePolicy);
+    pub const ATTACH_ROLE_POLICY: Api = global(IAM, "AttachRolePolicy", false, Params::AttachRolePolicy);
+
+    /// Every one of them, for tests.
+    #[cfg(test)]
+    pub const ALL: [&Api; 8] = [
+        &GET_ACCOUNT_SUMMARY,
+        &DESCRIBE_TRAILS,
+        &STOP_LOGGING,
+        &AUTHORIZE_INGRESS,
+        &REQUEST_SPOT_INSTANCES,
+        &RUN_SPOT_INSTANCES,
+        &PUT_ROLE_POLICY,
+        &ATTACH_ROLE_POLICY,
+    ];
+}
+
+/// A weighted set of calls. None holds a call the detection pack reports
+/// (security group, bucket policy or IAM policy changes, spot capacity…):
+/// benign traffic raises no alert.
 pub type Mix = &'static [(&'static Api, u32)];
 
 pub static HUMAN: Mix = &[
@@ -139,12 +180,11 @@ pub static HUMAN: Mix = &[
     (&LIST_ALIASES, 20),
     (&RUN_INSTANCES, 10),
     (&TERMINATE_INSTANCES, 8),
-    (&CREATE_SECURITY_GROUP, 8),
-    (&AUTHORIZE_INGRESS, 8),
-    (&CREATE_TAGS, 10),
+    (&CREATE_TAGS, 18),
+    (&CREATE_LOG_GROUP, 4),
     (&CREATE_ROLE, 3),
-    (&ATTACH_ROLE_POLICY, 3),
-    (&PUT_BUCKET_POLICY, 2),
+    (&TAG_ROLE, 3),
+    (&PUT_BUCKET_TAGGING, 2),
     (&UPDATE_FUNCTION_CODE, 5),
 ];
 
@@ -164,11 +204,12 @@ pub static CI: Mix = &[
 
 /// What CloudFormation does on a deployer's behalf (`invokedBy` cloudformation).
 pub static CLOUDFORMATION: Mix = &[
-    (&CREATE_SECURITY_GROUP, 30),
-    (&AUTHORIZE_INGRESS, 30),
-    (&CREATE_TAGS, 40),
+    (&CREATE_LOG_GROUP, 30),
+    (&RUN_INSTANCES, 10),
+    (&CREATE_TAGS, 50),
     (&CREATE_ROLE, 10),
-    (&ATTACH_ROLE_POLICY, 10),
+    (&TAG_ROLE, 20),
+    (&PUT_BUCKET_TAGGING, 10),
     (&DESCRIBE_SECURITY_GROUPS, 30),
 ];
 
@@ -184,12 +225,11 @@ pub static TERRAFORM: Mix = &[
     (&GET_BUCKET_ENCRYPTION, 40),
     (&DESCRIBE_LOG_GROUPS, 30),
     (&GET_CALLER_IDENTITY, 30),
-    (&CREATE_SECURITY_GROUP, 10),
-    (&AUTHORIZE_INGRESS, 20),
+    (&CREATE_LOG_GROUP, 10),
     (&CREATE_ROLE, 10),
-    (&ATTACH_ROLE_POLICY, 10),
-    (&CREATE_TAGS, 20),
-    (&PUT_BUCKET_POLICY, 5),
+    (&TAG_ROLE, 20),
+    (&CREATE_TAGS, 30),
+    (&PUT_BUCKET_TAGGING, 10),
 ];
 
 pub static INSTANCE: Mix = &[
@@ -258,6 +298,11 @@ pub fn pick(rng: &mut Rng, mix: Mix) -> &'static Api {
         x -= w;
     }
     mix[0].0
+}
+
+/// A read-only call of a mix (`GetCallerIdentity` if the mix has hardly any).
+pub fn pick_read(rng: &mut Rng, mix: Mix) -> &'static Api {
+    (0..16).map(|_| pick(rng, mix)).find(|api| api.read_only).unwrap_or(&GET_CALLER_IDENTITY)
 }
 
 /// The IAM action prefix of a service (`monitoring.amazonaws.com` → `cloudwatch`).
@@ -364,13 +409,13 @@ pub fn write_call(out: &mut Vec<u8>, rng: &mut Rng, api: &Api, ctx: &Ctx<'_>, fa
             out.extend_from_slice(b"\":\"\"}");
         }
         Params::ListBuckets => single(out, b"{\"Host\":", &format!("s3.{}.amazonaws.com", ctx.region)),
-        Params::PutBucketPolicy => {
+        Params::PutBucketTagging => {
             let bucket = format!("acme-{}-{}", one(rng, &PURPOSES), ctx.account_id);
-            out.extend_from_slice(b"{\"bucketPolicy\":{\"Version\":\"2012-10-17\",\"Statement\":[{\"Sid\":\"AllowCloudFrontRead\",\"Effect\":\"Allow\",\"Principal\":{\"Service\":\"cloudfront.amazonaws.com\"},\"Action\":\"s3:GetObject\",\"Resource\":");
-            push_str(out, &format!("arn:aws:s3:::{bucket}/*"));
-            obj(out, b"}]},\"bucketName\":", &bucket);
+            obj(out, b"{\"Tagging\":{\"xmlns\":\"http://s3.amazonaws.com/doc/2006-03-01/\",\"TagSet\":{\"Tag\":[{\"Key\":\"owner\",\"Value\":", one(rng, &PEOPLE));
+            obj(out, b"},{\"Key\":\"cost-center\",\"Value\":", one(rng, &SERVICES));
+            obj(out, b"}]}},\"bucketName\":", &bucket);
             obj(out, b",\"Host\":", &format!("{bucket}.s3.{}.amazonaws.com", ctx.region));
-            out.extend_from_slice(b",\"policy\":\"\"}");
+            out.extend_from_slice(b",\"tagging\":\"\"}");
         }
         Params::RoleName => single(out, b"{\"roleName\":", one(rng, &ROLE_NAMES)),
         Params::UserName => single(out, b"{\"userName\":", one(rng, &PEOPLE)),
@@ -429,9 +474,9 @@ pub fn write_call(out: &mut Vec<u8>, rng: &mut Rng, api: &Api, ctx: &Ctx<'_>, fa
                 ));
             }
         }
-        Params::RunInstances => {
+        Params::RunInstances { spot } => {
             let ami = id(rng, "ami-0", 16);
-            let itype = *rng.pick(&["t3.medium", "m6i.large", "c6g.xlarge"]);
+            let itype = if spot { *rng.pick(&["p3.8xlarge", "g5.12xlarge", "c6i.32xlarge"]) } else { *rng.pick(&["t3.medium", "m6i.large", "c6g.xlarge"]) };
             obj(out, b"{\"instancesSet\":{\"items\":[{\"imageId\":", &ami);
             out.extend_from_slice(b",\"minCount\":1,\"maxCount\":1}]},\"instanceType\":");
             push_str(out, itype);
@@ -439,7 +484,11 @@ pub fn write_call(out: &mut Vec<u8>, rng: &mut Rng, api: &Api, ctx: &Ctx<'_>, fa
                 b",\"blockDeviceMapping\":{},\"monitoring\":{\"enabled\":false},\"disableApiTermination\":false,\"disableApiStop\":false,\"clientToken\":\"",
             );
             rng.push_uuid(out);
-            out.extend_from_slice(b"\"}");
+            out.push(b'"');
+            if spot {
+                out.extend_from_slice(b",\"instanceMarketOptions\":{\"marketType\":\"spot\",\"spotOptions\":{\"spotInstanceType\":\"one-time\",\"instanceInterruptionBehavior\":\"terminate\"}}");
+            }
+            out.push(b'}');
             let (a, b, c) = (rng.between(0, 255), rng.between(0, 255), rng.between(4, 250));
             response = Some(format!(
                 "{{\"requestId\":\"{}\",\"reservationId\":\"r-0{}\",\"ownerId\":\"{acct}\",\"groupSet\":{{}},\"instancesSet\":{{\"items\":[{{\"instanceId\":\"i-0{}\",\"imageId\":\"{ami}\",\"instanceState\":{{\"code\":0,\"name\":\"pending\"}},\"privateDnsName\":\"ip-10-{a}-{b}-{c}.ec2.internal\",\"amiLaunchIndex\":0,\"productCodes\":{{}},\"instanceType\":\"{itype}\",\"launchTime\":{},\"placement\":{{\"availabilityZone\":\"{}a\",\"tenancy\":\"default\"}},\"monitoring\":{{\"state\":\"disabled\"}},\"privateIpAddress\":\"10.{a}.{b}.{c}\"}}]}}}}",
@@ -460,33 +509,36 @@ pub fn write_call(out: &mut Vec<u8>, rng: &mut Rng, api: &Api, ctx: &Ctx<'_>, fa
                 rng.uuid()
             ));
         }
-        Params::CreateSecurityGroup => {
-            obj(out, b"{\"groupName\":", &format!("{}-sg-{}", one(rng, &SERVICES), rng.hex(4)));
-            out.extend_from_slice(b",\"groupDescription\":\"Managed by Terraform\",\"vpcId\":");
-            let vpc = id(rng, "vpc-0", 16);
-            push_str(out, &vpc);
-            out.push(b'}');
-            let sg = format!("sg-0{}", rng.hex(16));
-            response = Some(format!(
-                "{{\"requestId\":\"{}\",\"_return\":true,\"groupId\":\"{sg}\",\"securityGroupArn\":\"arn:aws:ec2:{}:{}:security-group/{sg}\"}}",
-                rng.uuid(),
-                ctx.region,
-                ctx.account_id
-            ));
+        Params::RequestSpotInstances => {
+            let (ami, itype, count) = (id(rng, "ami-0", 16), *rng.pick(&["p3.8xlarge", "g5.12xlarge"]), rng.between(2, 4) as u64);
+            out.extend_from_slice(b"{\"spotPrice\":\"14.688\",\"instanceCount\":");
+            push_u64(out, count);
+            obj(out, b",\"type\":\"one-time\",\"launchSpecification\":{\"imageId\":", &ami);
+            obj(out, b",\"instanceType\":", itype);
+            out.extend_from_slice(b",\"monitoring\":{\"enabled\":false}}}");
+            let mut items = Vec::new();
+            for _ in 0..count {
+                items.push(format!(
+                    "{{\"spotInstanceRequestId\":\"sir-{}\",\"spotPrice\":\"14.688000\",\"type\":\"one-time\",\"state\":\"open\",\"status\":{{\"code\":\"pending-evaluation\",\"message\":\"Your Spot request has been submitted for review, and is pending evaluation.\"}},\"launchSpecification\":{{\"imageId\":\"{ami}\",\"instanceType\":\"{itype}\"}},\"instanceInterruptionBehavior\":\"terminate\"}}",
+                    rng.lower_alnum(8)
+                ));
+            }
+            response = Some(format!("{{\"requestId\":\"{}\",\"spotInstanceRequestSet\":{{\"items\":[{}]}}}}", rng.uuid(), items.join(",")));
         }
         Params::AuthorizeIngress => {
-            let (port, cidr) = if rng.chance(0.05) { (22, "0.0.0.0/0") } else { (443, "10.0.0.0/16") };
             let sg = id(rng, "sg-0", 16);
             obj(out, b"{\"groupId\":", &sg);
-            out.extend_from_slice(b",\"ipPermissions\":{\"items\":[{\"ipProtocol\":\"tcp\",\"fromPort\":");
-            push_u64(out, port);
-            out.extend_from_slice(b",\"toPort\":");
-            push_u64(out, port);
-            out.extend_from_slice(b",\"groups\":{},\"ipRanges\":{\"items\":[{\"cidrIp\":");
-            push_str(out, cidr);
-            out.extend_from_slice(b"}]},\"ipv6Ranges\":{},\"prefixListIds\":{}}]}}");
-            ec2_return = true;
+            out.extend_from_slice(b",\"ipPermissions\":{\"items\":[{\"ipProtocol\":\"tcp\",\"fromPort\":22,\"toPort\":22,\"groups\":{},\"ipRanges\":{\"items\":[{\"cidrIp\":\"0.0.0.0/0\"}]},\"ipv6Ranges\":{},\"prefixListIds\":{}}]}}");
+            response = Some(format!(
+                "{{\"requestId\":\"{}\",\"_return\":true,\"securityGroupRuleSet\":{{\"items\":[{{\"groupOwnerId\":\"{}\",\"groupId\":\"{sg}\",\"securityGroupRuleId\":\"sgr-0{}\",\"isEgress\":false,\"ipProtocol\":\"tcp\",\"fromPort\":22,\"toPort\":22,\"cidrIpv4\":\"0.0.0.0/0\"}}]}}}}",
+                rng.uuid(),
+                ctx.account_id,
+                rng.hex(16)
+            ));
         }
+        Params::DescribeTrails => out.extend_from_slice(b"{\"trailNameList\":[],\"includeShadowTrails\":true}"),
+        Params::TrailName => single(out, b"{\"name\":", &format!("arn:aws:cloudtrail:{}:{}:trail/{}", ctx.region, ctx.account_id, crate::org::TRAIL_NAME)),
+        Params::CreateLogGroup => single(out, b"{\"logGroupName\":", &format!("/aws/lambda/{}", one(rng, &FUNCTIONS))),
         Params::CreateTags => {
             let instance = id(rng, "i-0", 16);
             obj(out, b"{\"resourcesSet\":{\"items\":[{\"resourceId\":", &instance);
@@ -505,18 +557,15 @@ pub fn write_call(out: &mut Vec<u8>, rng: &mut Rng, api: &Api, ctx: &Ctx<'_>, fa
                 human_time(ctx.time)
             ));
         }
-        Params::AttachRolePolicy => {
+        Params::TagRole => {
             obj(out, b"{\"roleName\":", one(rng, &ROLE_NAMES));
-            obj(
-                out,
-                b",\"policyArn\":",
-                one(
-                    rng,
-                    &["arn:aws:iam::aws:policy/ReadOnlyAccess", "arn:aws:iam::aws:policy/AdministratorAccess", "arn:aws:iam::aws:policy/AmazonS3FullAccess"],
-                ),
-            );
-            out.push(b'}');
+            obj(out, b",\"tags\":[{\"key\":\"owner\",\"value\":", one(rng, &PEOPLE));
+            out.extend_from_slice(b"}]}");
         }
+        Params::PutRolePolicy => out.extend_from_slice(
+            b"{\"roleName\":\"Deployer\",\"policyName\":\"ci-bootstrap\",\"policyDocument\":\"{\\\"Version\\\":\\\"2012-10-17\\\",\\\"Statement\\\":[{\\\"Effect\\\":\\\"Allow\\\",\\\"Action\\\":\\\"*\\\",\\\"Resource\\\":\\\"*\\\"}]}\"}",
+        ),
+        Params::AttachRolePolicy => out.extend_from_slice(b"{\"roleName\":\"Deployer\",\"policyArn\":\"arn:aws:iam::aws:policy/AdministratorAccess\"}"),
         Params::CostAndUsage => {
             out.extend_from_slice(b"{\"timePeriod\":{\"start\":");
             date(out, ctx.time - 30 * 86_400_000);
@@ -556,7 +605,8 @@ mod tests {
     fn every_call_writes_valid_json() {
         let mut rng = Rng::new(1, 1);
         let ctx = Ctx { account_id: "210987654321", region: "eu-west-1", time: 1_793_491_200_000, instance: Some("i-0abc"), ip: "10.1.2.3" };
-        for mix in [HUMAN, CI, CLOUDFORMATION, TERRAFORM, INSTANCE, SCANNER, CONFIG, MACHINE] {
+        let incident: Vec<(&Api, u32)> = incident::ALL.iter().map(|a| (*a, 1)).collect();
+        for mix in [HUMAN, CI, CLOUDFORMATION, TERRAFORM, INSTANCE, SCANNER, CONFIG, MACHINE, &incident[..]] {
             for (api, _) in mix {
                 for failed in [false, true] {
                     let mut out = b"{\"x\":1".to_vec();

@@ -1,8 +1,10 @@
 //! `userIdentity` elements, following the CloudTrail userIdentity reference:
 //! IAM users with long-term keys, assumed-role / federated / session-token
 //! sessions with their `sessionContext`, the `AWSAccount` form the role's
-//! account sees of a cross-account caller, SAML and web identity users, and
-//! AWS service principals.
+//! account sees of a cross-account caller, SAML and web identity users, AWS
+//! service principals, and the root user's console session.
+
+use trailwatch_core::time::EpochMillis;
 
 use crate::org::{IamUser, Org};
 use crate::plan::{IssueKind, Issuer, Plan, Session};
@@ -17,6 +19,18 @@ pub fn iam_user(out: &mut Vec<u8>, org: &Org, user: &IamUser, key: &str) {
     field(out, b",\"accessKeyId\":", key);
     field(out, b",\"userName\":", &user.name);
     out.push(b'}');
+}
+
+/// The root user, calling from the console session it signed in to at
+/// `since` (with MFA) with temporary key `key`.
+pub fn root(out: &mut Vec<u8>, account_id: &str, key: &str, since: EpochMillis) {
+    field(out, b"{\"type\":\"Root\",\"principalId\":", account_id);
+    field(out, b",\"arn\":", &format!("arn:aws:iam::{account_id}:root"));
+    field(out, b",\"accountId\":", account_id);
+    field(out, b",\"accessKeyId\":", key);
+    out.extend_from_slice(b",\"sessionContext\":{\"attributes\":{\"creationDate\":");
+    push_time(out, since);
+    out.extend_from_slice(b",\"mfaAuthenticated\":\"true\"}}}");
 }
 
 fn attributes(out: &mut Vec<u8>, s: &Session) {

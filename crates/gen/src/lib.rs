@@ -5,15 +5,18 @@
 //! gzipped log files exactly as an organization trail names and fills them
 //! (delivered late and out of order), hourly digest files, `accounts.json`
 //! (as `aws organizations list-accounts` prints it) and `expected.json`, the
-//! answer key of every session and the chain of hops behind it. The output
-//! depends only on the [`GenConfig`], never on the number of threads. See
-//! the crate's README for the answer key's format.
+//! answer key of every session and the chain of hops behind it, and of the
+//! alerts the built-in rule pack must raise. Benign traffic raises none;
+//! [`GenConfig::incidents`] adds known security incidents, each with its
+//! alerts. The output depends only on the [`GenConfig`], never on the
+//! number of threads. See the crate's README for the answer key's format.
 //!
 //! How it works: the organization is built from the seed (`org`); every
-//! session is planned up front (`plan`), since sessions are what crosses
-//! accounts; then each account's traffic is generated independently, in its
-//! own thread and random stream (`traffic`), and delivered into files
-//! (`delivery`) and hourly digests (`digest`); `answer` writes the key.
+//! session and incident is planned up front (`plan`), since sessions are
+//! what crosses accounts; then each account's traffic is generated
+//! independently, in its own thread and random stream (`traffic`), and
+//! delivered into files (`delivery`) and hourly digests (`digest`); `answer`
+//! writes the key.
 
 mod answer;
 mod catalog;
@@ -37,7 +40,8 @@ use std::sync::Mutex;
 
 use trailwatch_core::time::{days_from_civil, EpochMillis};
 
-/// The `userIdentity.type` values the generated trail contains.
+/// The `userIdentity.type` values the generated trail contains (`Root` only
+/// with incidents: benign traffic has no root activity).
 pub const IDENTITY_TYPES: [&str; 8] = ["Root", "IAMUser", "AssumedRole", "AWSAccount", "AWSService", "SAMLUser", "WebIdentityUser", "FederatedUser"];
 
 /// What to generate.
@@ -55,11 +59,20 @@ pub struct GenConfig {
     pub end: EpochMillis,
     /// Worker threads; 0 for the available cores. Does not change the output.
     pub threads: usize,
+    /// Inject the known security incidents (and list their alerts in the
+    /// answer key). Needs at least [`MIN_INCIDENT_ACCOUNTS`] accounts and
+    /// [`MIN_INCIDENT_EVENTS`] events.
+    pub incidents: bool,
 }
+
+/// The fewest accounts incidents need (two production accounts among them).
+pub const MIN_INCIDENT_ACCOUNTS: usize = 6;
+/// The fewest events incidents need.
+pub const MIN_INCIDENT_EVENTS: u64 = 1_000;
 
 impl Default for GenConfig {
     fn default() -> Self {
-        GenConfig { accounts: 12, days: 1, events: 100_000, seed: 1, end: days_from_civil(2026, 11, 1) * 86_400_000, threads: 0 }
+        GenConfig { accounts: 12, days: 1, events: 100_000, seed: 1, end: days_from_civil(2026, 11, 1) * 86_400_000, threads: 0, incidents: false }
     }
 }
 
@@ -78,6 +91,10 @@ pub struct GenReport {
     pub org_id: String,
     /// Account ids, management account first.
     pub accounts: Vec<String>,
+    /// Incidents injected.
+    pub incidents: u64,
+    /// Alerts the built-in rule pack must raise (all from the incidents).
+    pub alerts: u64,
 }
 
 /// Why generation stopped.
@@ -127,10 +144,16 @@ pub fn generate(config: &GenConfig, out: &Path, progress: &(dyn Fn(u64) + Sync))
     if config.days == 0 {
         return Err(GenError::Config("days must be at least 1".into()));
     }
+    if config.incidents && (config.accounts < MIN_INCIDENT_ACCOUNTS || config.events < MIN_INCIDENT_EVENTS) {
+        return Err(GenError::Config(format!(
+            "incidents need at least {MIN_INCIDENT_ACCOUNTS} accounts and {MIN_INCIDENT_EVENTS} events, got {} accounts and {} events",
+            config.accounts, config.events
+        )));
+    }
     let start = config.end - i64::from(config.days) * 86_400_000;
-    std::fs::create_dir_all(out).map_err(io_error(out))?;
     let org = org::Org::build(config.seed, config.accounts, config.end);
-    let plan = plan::Plan::build(&org, config.seed, config.events, start, config.end);
+    let plan = plan::Plan::build(&org, config.seed, config.events, start, config.end, config.incidents).map_err(GenError::Config)?;
+    std::fs::create_dir_all(out).map_err(io_error(out))?;
 
     let accounts_path = out.join("accounts.json");
     let file = File::create(&accounts_path).map_err(io_error(&accounts_path))?;
@@ -194,5 +217,7 @@ pub fn generate(config: &GenConfig, out: &Path, progress: &(dyn Fn(u64) + Sync))
         bytes_compressed: outputs.iter().map(|o| o.bytes_gz).sum(),
         org_id: org.id.clone(),
         accounts: org.accounts.iter().map(|a| a.id.clone()).collect(),
+        incidents: plan.incidents.len() as u64,
+        alerts: plan.incidents.iter().map(|i| i.alerts.len() as u64).sum(),
     })
 }

@@ -100,6 +100,10 @@ pub enum UserJob {
     Broker,
     Backup,
     Jenkins,
+    /// A local console user of a workload account that nobody uses any
+    /// more: a password, no MFA device, no traffic. The brute-force
+    /// incident's target.
+    Local,
 }
 
 /// An IAM user with a long-term access key.
@@ -505,6 +509,13 @@ impl Org {
         let bucket_owner = accts.iter().find(|a| a.kind == AccountKind::LogArchive).unwrap_or(&accts[MANAGEMENT]).id.clone();
         let sso_issuer = format!("https://portal.sso.us-east-1.amazonaws.com/saml/assertion/{}", rng.base64(36));
         let okta_issuer = format!("http://www.okta.com/exk{}", rng.alnum(17));
+        let workloads: Vec<usize> = (0..accts.len()).filter(|&a| accts[a].kind.is_workload()).collect();
+        if !workloads.is_empty() {
+            let a = workloads[rng.index(workloads.len())];
+            let name = format!("{}-support", team(&accts[a].name));
+            let ua = sdk_ua(&mut rng);
+            user(&mut rng, a, name, None, UserJob::Local, "198.51.100.31".into(), ua);
+        }
         Org { id, accounts: accts, people, users, roles, apps, repos, bucket: format!("acme-org-cloudtrail-{bucket_owner}"), sso_issuer, okta_issuer }
     }
 

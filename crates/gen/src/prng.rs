@@ -13,6 +13,7 @@
 /// Stream numbers: each independent part of the output draws from its own.
 pub const STREAM_ORG: u64 = 1;
 pub const STREAM_PLAN: u64 = 2;
+pub const STREAM_INCIDENTS: u64 = 3;
 /// Account `i` draws from `STREAM_ACCOUNT + i`.
 pub const STREAM_ACCOUNT: u64 = 1_000;
 

@@ -1,13 +1,13 @@
 //! Whole records, written as compact JSON in CloudTrail's field order:
 //! API calls, credential-issuing events (both copies of a cross-account
-//! AssumeRole), console sign-ins and AWS service events.
+//! AssumeRole), console sign-ins, AWS service events and incident records.
 
 use trailwatch_core::time::EpochMillis;
 
 use crate::catalog::{self, Api, Ctx};
 use crate::identity;
 use crate::org::Org;
-use crate::plan::{IssueKind, Issuer, Plan, Session};
+use crate::plan::{Act, ActKind, IssueKind, Issuer, Plan, Session};
 use crate::prng::Rng;
 use crate::text::{field, human_time, push_str, push_time, push_u64};
 
@@ -37,16 +37,27 @@ fn middle(out: &mut Vec<u8>, time: EpochMillis, source: &str, name: &str, region
     field(out, b",\"userAgent\":", ua);
 }
 
-fn request_and_event_id(out: &mut Vec<u8>, rng: &mut Rng, source: &str) {
+/// `eventID` is `event_id` when given (planned ahead), else drawn.
+fn request_and_event_id(out: &mut Vec<u8>, rng: &mut Rng, source: &str, event_id: Option<&str>) {
     out.extend_from_slice(b",\"requestID\":\"");
     if source == "s3.amazonaws.com" {
         rng.push_upper_hex(out, 16);
     } else {
         rng.push_uuid(out);
     }
-    out.extend_from_slice(b"\",\"eventID\":\"");
-    rng.push_uuid(out);
     out.push(b'"');
+    event_id_field(out, rng, event_id);
+}
+
+fn event_id_field(out: &mut Vec<u8>, rng: &mut Rng, event_id: Option<&str>) {
+    match event_id {
+        Some(id) => field(out, b",\"eventID\":", id),
+        None => {
+            out.extend_from_slice(b",\"eventID\":\"");
+            rng.push_uuid(out);
+            out.push(b'"');
+        }
+    }
 }
 
 /// The endpoint a client named (`ec2.eu-west-1.amazonaws.com`).
@@ -95,6 +106,8 @@ pub struct Call<'a> {
     pub console: bool,
     pub vpc_endpoint: Option<&'a str>,
     pub instance: Option<&'a str>,
+    /// The planned `eventID` of an incident record.
+    pub event_id: Option<&'a str>,
 }
 
 pub fn api_call(out: &mut Vec<u8>, rng: &mut Rng, org: &Org, call: &Call<'_>, identity: impl FnOnce(&mut Vec<u8>)) {
@@ -126,7 +139,7 @@ pub fn api_call(out: &mut Vec<u8>, rng: &mut Rng, org: &Org, call: &Call<'_>, id
     }
     let ctx = Ctx { account_id, region: call.region, time: call.time, instance: call.instance, ip: call.ip };
     catalog::write_call(out, rng, api, &ctx, call.failure.is_some());
-    request_and_event_id(out, rng, api.source);
+    request_and_event_id(out, rng, api.source, call.event_id);
     out.extend_from_slice(if api.read_only { b",\"readOnly\":true" } else { b",\"readOnly\":false" });
     out.extend_from_slice(b",\"eventType\":\"AwsApiCall\",\"managementEvent\":true");
     field(out, b",\"recipientAccountId\":", account_id);
@@ -307,16 +320,29 @@ pub fn issuing(out: &mut Vec<u8>, org: &Org, plan: &Plan, s: &Session, copy: usi
 }
 
 /// Who signs in to the console.
+#[derive(Clone, Copy)]
 pub enum SignIn<'a> {
     User(&'a crate::org::IamUser),
     Root(usize),
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn console_login(out: &mut Vec<u8>, rng: &mut Rng, org: &Org, who: SignIn<'_>, time: EpochMillis, success: bool, ip: &str, ua: &str) {
-    let (account, mfa) = match who {
-        SignIn::User(u) => (u.account, u.mfa),
-        SignIn::Root(a) => (a, rng.chance(0.8)),
+/// A console sign-in attempt.
+pub struct Login<'a> {
+    pub who: SignIn<'a>,
+    pub time: EpochMillis,
+    pub success: bool,
+    pub mfa: bool,
+    pub ip: &'a str,
+    pub ua: &'a str,
+    /// The planned `eventID` of an incident record.
+    pub event_id: Option<&'a str>,
+}
+
+pub fn console_login(out: &mut Vec<u8>, rng: &mut Rng, org: &Org, login: &Login<'_>) {
+    let Login { who, time, success, mfa, ip, ua, event_id } = *login;
+    let account = match who {
+        SignIn::User(u) => u.account,
+        SignIn::Root(a) => a,
     };
     let account_id = &org.accounts[account].id;
     begin(out, "1.09");
@@ -352,9 +378,8 @@ pub fn console_login(out: &mut Vec<u8>, rng: &mut Rng, org: &Org, who: SignIn<'_
     rng.push_hex(out, 16);
     out.extend_from_slice(b"\",\"MobileVersion\":\"No\",\"MFAUsed\":");
     out.extend_from_slice(if mfa { b"\"Yes\"}" } else { b"\"No\"}" });
-    out.extend_from_slice(b",\"eventID\":\"");
-    rng.push_uuid(out);
-    out.extend_from_slice(b"\",\"readOnly\":false,\"eventType\":\"AwsConsoleSignIn\",\"managementEvent\":true");
+    event_id_field(out, rng, event_id);
+    out.extend_from_slice(b",\"readOnly\":false,\"eventType\":\"AwsConsoleSignIn\",\"managementEvent\":true");
     field(out, b",\"recipientAccountId\":", account_id);
     out.extend_from_slice(b",\"eventCategory\":\"Management\"");
     tls(out, true, |out| out.extend_from_slice(b"signin.aws.amazon.com"));
@@ -415,7 +440,7 @@ pub fn service_event(out: &mut Vec<u8>, rng: &mut Rng, org: &Org, account: usize
         }
     };
     if kind == ServiceEvent::BucketAclCheck {
-        request_and_event_id(out, rng, source);
+        request_and_event_id(out, rng, source, None);
     } else {
         out.extend_from_slice(b",\"eventID\":\"");
         rng.push_uuid(out);
@@ -448,4 +473,49 @@ pub fn service_event(out: &mut Vec<u8>, rng: &mut Rng, org: &Org, account: usize
         _ => {}
     }
     out.extend_from_slice(b",\"eventCategory\":\"Management\"}");
+}
+
+/// An incident's record.
+pub fn act(out: &mut Vec<u8>, rng: &mut Rng, org: &Org, plan: &Plan, act: &Act) {
+    let event_id = Some(act.event_id.as_str());
+    let (api, console) = match &act.what {
+        ActKind::SignIn { user, success, mfa } => {
+            let who = match user {
+                Some(u) => SignIn::User(&org.users[*u]),
+                None => SignIn::Root(act.account),
+            };
+            let login = Login { who, time: act.time, success: *success, mfa: *mfa, ip: &act.ip, ua: &act.ua, event_id };
+            return console_login(out, rng, org, &login);
+        }
+        ActKind::RootCall { api, .. } => (*api, true),
+        ActKind::SessionCall { api, session } => (*api, plan.sessions[*session as usize].console),
+    };
+    let root_arn;
+    let arn = match &act.what {
+        ActKind::SessionCall { session, .. } => plan.sessions[*session as usize].arn.as_str(),
+        _ => {
+            root_arn = format!("arn:aws:iam::{}:root", org.accounts[act.account].id);
+            root_arn.as_str()
+        }
+    };
+    let call = Call {
+        api,
+        time: act.time,
+        region: act.region,
+        account: act.account,
+        ip: &act.ip,
+        ua: &act.ua,
+        arn,
+        via_service: false,
+        failure: None,
+        console,
+        vpc_endpoint: None,
+        instance: None,
+        event_id,
+    };
+    api_call(out, rng, org, &call, |out| match &act.what {
+        ActKind::RootCall { key, since, .. } => identity::root(out, &org.accounts[act.account].id, key, *since),
+        ActKind::SessionCall { session, .. } => identity::session(out, org, &plan.sessions[*session as usize], None),
+        ActKind::SignIn { .. } => {}
+    });
 }

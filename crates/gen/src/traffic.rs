@@ -3,13 +3,16 @@
 //!
 //! The account's records other than issuing copies (its `share`) are spread
 //! over five-minute slices following a daily rhythm, so the total is exact.
-//! Each record slot goes, in this order, to a scheduled special event, to
-//! the first use of a session just issued, or to a draw between the active
-//! sessions (weighted by their rates) and the account's background (IAM
-//! users' long-term keys, console sign-ins, AWS service events). Issuing
-//! copies are written at their planned times in between.
+//! Each record slot goes, in this order, to the first use of a session just
+//! issued, or to a draw between the active sessions (weighted by their
+//! rates) and the account's background (IAM users' long-term keys, console
+//! sign-ins, AWS service events). Issuing copies and incident records are
+//! written at their planned times in between.
+//!
+//! Authorization failures are rationed per caller (`DeniedBudget`), so that
+//! benign traffic never looks like the probing the detection pack reports.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 
 use trailwatch_core::time::EpochMillis;
@@ -18,12 +21,48 @@ use crate::catalog::{self, Api, Mix};
 use crate::delivery::{delay, Delivery};
 use crate::identity;
 use crate::org::{Org, PermissionSet, RoleKind, UserJob};
-use crate::plan::{apportion, human_rhythm, AccountPlan, Actor, Background, Plan, Special};
+use crate::plan::{apportion, human_rhythm, AccountPlan, Actor, Background, Plan};
 use crate::prng::{Rng, STREAM_ACCOUNT};
-use crate::records::{self, Call, Failure, ServiceEvent, SignIn};
+use crate::records::{self, Call, Failure, Login, ServiceEvent, SignIn};
 use crate::{digest, GenError};
 
 const SLICE: i64 = 5 * 60_000;
+
+/// The most authorization failures one caller ARN gets in a five-minute
+/// bucket of event time. A five-minute window of event time meets exactly
+/// two buckets, so no window holds more than 10 failures of one caller in
+/// an account: the detection pack's unauthorized-api-calls rule alerts
+/// above 10 in 5 minutes.
+const DENIED_PER_BUCKET: u8 = 5;
+
+/// Authorization failures so far, per five-minute bucket and caller ARN.
+#[derive(Debug, Default)]
+struct DeniedBudget {
+    buckets: BTreeMap<i64, HashMap<String, u8>>,
+}
+
+impl DeniedBudget {
+    /// Whether `arn` may fail once more at `t`; counts the failure if so.
+    fn take(&mut self, arn: &str, t: EpochMillis) -> bool {
+        let bucket = self.buckets.entry(t.div_euclid(SLICE)).or_default();
+        match bucket.get_mut(arn) {
+            Some(n) if *n >= DENIED_PER_BUCKET => false,
+            Some(n) => {
+                *n += 1;
+                true
+            }
+            None => {
+                bucket.insert(arn.to_owned(), 1);
+                true
+            }
+        }
+    }
+
+    /// Forgets the buckets that end at or before `t` (nothing earlier is generated any more).
+    fn forget_before(&mut self, t: EpochMillis) {
+        self.buckets = self.buckets.split_off(&t.div_euclid(SLICE));
+    }
+}
 
 /// What one account's generation produced.
 #[derive(Debug, Default)]
@@ -43,7 +82,8 @@ struct Traffic<'a> {
     delivery: Delivery<'a>,
     next_copy: usize,
     next_session: usize,
-    next_special: usize,
+    next_act: usize,
+    denied: DeniedBudget,
     active: Vec<u32>,
     first_use: VecDeque<u32>,
     /// The current slice, the share of its records that are session usage,
@@ -67,7 +107,8 @@ pub fn run(org: &Org, plan: &Plan, account: usize, seed: u64, out: &Path, progre
         delivery,
         next_copy: 0,
         next_session: 0,
-        next_special: 0,
+        next_act: 0,
+        denied: DeniedBudget::default(),
         active: Vec::new(),
         first_use: VecDeque::new(),
         slice: (0, 0),
@@ -101,19 +142,23 @@ impl Traffic<'_> {
             let from = start + k as i64 * SLICE;
             let to = (from + SLICE).min(end);
             self.active.retain(|&s| plan.sessions[s as usize].active_until >= from);
+            self.denied.forget_before(from);
             self.start_slice(from, to, shares[k]);
             times.clear();
             times.extend((0..count).map(|_| self.rng.between(from / 1000, (to - 1) / 1000) * 1000));
             times.sort_unstable();
             for &t in &times {
                 self.copies_until(t)?;
+                self.acts_until(t)?;
                 self.admit(t);
                 self.slot(t)?;
             }
             self.copies_until(to - 1)?;
+            self.acts_until(to - 1)?;
             self.delivery.close_until(&mut self.rng, to)?;
         }
         self.copies_until(EpochMillis::MAX)?;
+        self.acts_until(EpochMillis::MAX)?;
         self.delivery.close_until(&mut self.rng, EpochMillis::MAX)
     }
 
@@ -174,6 +219,21 @@ impl Traffic<'_> {
         Ok(())
     }
 
+    /// Writes the incident records logged here up to `t`.
+    fn acts_until(&mut self, t: EpochMillis) -> Result<(), GenError> {
+        let acts = &self.plan.accounts[self.account].acts;
+        while let Some(&i) = acts.get(self.next_act).filter(|&&i| self.plan.acts[i as usize].time <= t) {
+            let act = &self.plan.acts[i as usize];
+            let d = delay(&mut self.rng, false);
+            let region = self.region_index(act.region);
+            let buf = self.delivery.begin(&mut self.rng, region, act.time, d);
+            records::act(buf, &mut self.rng, self.org, self.plan, act);
+            self.delivery.commit(&mut self.rng)?;
+            self.next_act += 1;
+        }
+        Ok(())
+    }
+
     /// Makes the sessions issued before `t` usable.
     fn admit(&mut self, t: EpochMillis) {
         let sessions = &self.plan.accounts[self.account].sessions;
@@ -185,11 +245,6 @@ impl Traffic<'_> {
     }
 
     fn slot(&mut self, t: EpochMillis) -> Result<(), GenError> {
-        let specials = &self.plan.accounts[self.account].specials;
-        if let Some(&(_, special)) = specials.get(self.next_special).filter(|s| s.0 <= t) {
-            self.next_special += 1;
-            return self.special(t, special);
-        }
         while let Some(s) = self.first_use.pop_front() {
             if self.plan.sessions[s as usize].active_until >= t {
                 // First uses come quickly: they often beat their issuing event to the bucket.
@@ -268,7 +323,7 @@ impl Traffic<'_> {
             Actor::Scanner => (catalog::SCANNER, 0.02, None),
             Actor::Config => (catalog::CONFIG, 0.002, Some("config.amazonaws.com")),
         };
-        let api = catalog::pick(rng, mix);
+        let mut api = catalog::pick(rng, mix);
         let read_only_role = s.role.is_some_and(|r| {
             matches!(
                 org.roles[r].kind,
@@ -285,6 +340,15 @@ impl Traffic<'_> {
             Some(Failure::Throttled)
         } else {
             None
+        };
+        let failure = if failure == Some(Failure::Denied) && !self.denied.take(&s.arn, t) {
+            // This caller has failed enough for these five minutes: it reads instead.
+            if !api.read_only {
+                api = catalog::pick_read(rng, mix);
+            }
+            None
+        } else {
+            failure
         };
         let (ip, ua): (&str, &str) = match via {
             Some(service) => (service, service),
@@ -307,6 +371,7 @@ impl Traffic<'_> {
             console: s.console,
             vpc_endpoint,
             instance,
+            event_id: None,
         };
         let r = self.region_index(region);
         let buf = self.delivery.begin(&mut self.rng, r, t, d);
@@ -326,7 +391,7 @@ impl Traffic<'_> {
                 let user = &org.users[u];
                 let mix = if user.job == UserJob::Human { catalog::HUMAN } else { catalog::MACHINE };
                 let api = catalog::pick(&mut self.rng, mix);
-                let failure = self.rng.chance(0.02).then_some(Failure::Denied);
+                let failure = (self.rng.chance(0.02) && self.denied.take(&user.arn, t)).then_some(Failure::Denied);
                 let region = self.call_region(api, None);
                 let call = Call {
                     api,
@@ -341,18 +406,20 @@ impl Traffic<'_> {
                     console: false,
                     vpc_endpoint: None,
                     instance: None,
+                    event_id: None,
                 };
                 let r = self.region_index(region);
                 let buf = self.delivery.begin(&mut self.rng, r, t, d);
                 records::api_call(buf, &mut self.rng, org, &call, |out| identity::iam_user(out, org, user, &user.key));
             }
             Background::Login(u) => {
+                // Only users with an MFA device sign in (see `plan::background`), always with it.
                 let user = &org.users[u];
                 let ua = user.person.map_or("Mozilla/5.0", |p| org.people[p].browser_ua);
-                let success = self.rng.chance(0.9);
+                let login = Login { who: SignIn::User(user), time: t, success: true, mfa: user.mfa, ip: &user.ip, ua, event_id: None };
                 let r = self.region_index("us-east-1");
                 let buf = self.delivery.begin(&mut self.rng, r, t, d);
-                records::console_login(buf, &mut self.rng, org, SignIn::User(user), t, success, &user.ip, ua);
+                records::console_login(buf, &mut self.rng, org, &login);
             }
             Background::Service(kind) => {
                 let region = if kind == ServiceEvent::BucketAclCheck { "us-east-1" } else { self.some_region() };
@@ -363,18 +430,32 @@ impl Traffic<'_> {
         }
         self.delivery.commit(&mut self.rng)
     }
+}
 
-    fn special(&mut self, t: EpochMillis, special: Special) -> Result<(), GenError> {
-        let org = self.org;
-        match special {
-            Special::RootLogin { success } => {
-                let person = &org.people[0];
-                let d = delay(&mut self.rng, false);
-                let r = self.region_index("us-east-1");
-                let buf = self.delivery.begin(&mut self.rng, r, t, d);
-                records::console_login(buf, &mut self.rng, org, SignIn::Root(self.account), t, success, &person.ip, person.browser_ua);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_caller_fails_more_than_ten_times_in_five_minutes() {
+        let mut budget = DeniedBudget::default();
+        let mut rng = Rng::new(5, 5);
+        let t0 = 1_793_491_200_000;
+        let mut granted: Vec<(i64, &str)> = Vec::new();
+        // Out of order, bursty, two callers, over an hour.
+        for _ in 0..5_000 {
+            let t = t0 + rng.between(0, 3_600) * 1000;
+            let arn = *rng.pick(&["arn:a", "arn:b"]);
+            if budget.take(arn, t) {
+                granted.push((t, arn));
             }
         }
-        self.delivery.commit(&mut self.rng)
+        assert!(granted.len() > 100);
+        for &(start, arn) in &granted {
+            let within = granted.iter().filter(|(t, a)| *a == arn && (start..=start + SLICE).contains(t)).count();
+            assert!(within <= 10, "{within} failures of {arn} within 5 minutes of {start}");
+        }
+        budget.forget_before(t0 + 3_600_000);
+        assert!(budget.buckets.len() <= 1);
     }
 }

@@ -15,7 +15,7 @@ use crate::prng::Rng;
 /// their planned usage covers most of `events` or their issuing copies
 /// reach 6% of it. Sessions come out in creation order, parents first.
 pub(super) fn plan(org: &Org, rng: &mut Rng, events: u64, start: EpochMillis, end: EpochMillis) -> Vec<Session> {
-    let mut b = Builder { org, rng: rng.clone(), start, end, sessions: Vec::new(), demand: 0.0, copies: 0, max_copies: events * 6 / 100 };
+    let mut b = Builder::new(org, rng.clone(), start, end, Vec::new(), events * 6 / 100);
     let target = events as f64 * 0.6;
     // AWS Config records every account all the time: about a tenth of the
     // traffic, in sessions active ~15 minutes an hour.
@@ -50,40 +50,45 @@ pub(super) fn plan(org: &Org, rng: &mut Rng, events: u64, start: EpochMillis, en
 /// Starts one chain; `None` when it could not (no such principal, no time left, the cap reached).
 type Template = fn(&mut Builder<'_>) -> Option<()>;
 
-struct Builder<'a> {
-    org: &'a Org,
-    rng: Rng,
+pub(super) struct Builder<'a> {
+    pub(super) org: &'a Org,
+    pub(super) rng: Rng,
     start: EpochMillis,
     end: EpochMillis,
-    sessions: Vec<Session>,
+    pub(super) sessions: Vec<Session>,
     demand: f64,
     copies: u64,
     max_copies: u64,
 }
 
 /// What a template asks [`Builder::issue`] for.
-struct Spec {
-    kind: IssueKind,
-    issuer: Issuer,
-    account: usize,
-    role: Option<usize>,
-    name: String,
-    issued: EpochMillis,
-    lifetime_s: i64,
-    active: i64,
-    rate: f64,
-    actor: Actor,
-    console: bool,
-    mfa: bool,
-    source_identity: Option<String>,
-    sets_source_identity: bool,
-    use_region: Option<&'static str>,
-    ip: String,
-    ua: String,
-    caller_account: usize,
+pub(super) struct Spec {
+    pub(super) kind: IssueKind,
+    pub(super) issuer: Issuer,
+    pub(super) account: usize,
+    pub(super) role: Option<usize>,
+    pub(super) name: String,
+    pub(super) issued: EpochMillis,
+    pub(super) lifetime_s: i64,
+    pub(super) active: i64,
+    pub(super) rate: f64,
+    pub(super) actor: Actor,
+    pub(super) console: bool,
+    pub(super) mfa: bool,
+    pub(super) source_identity: Option<String>,
+    pub(super) sets_source_identity: bool,
+    pub(super) use_region: Option<&'static str>,
+    pub(super) ip: String,
+    pub(super) ua: String,
+    pub(super) caller_account: usize,
 }
 
-impl Builder<'_> {
+impl<'a> Builder<'a> {
+    /// A builder adding to `sessions`, refusing to issue more than `max_copies` issuing copies in all.
+    pub(super) fn new(org: &'a Org, rng: Rng, start: EpochMillis, end: EpochMillis, sessions: Vec<Session>, max_copies: u64) -> Self {
+        Builder { org, rng, start, end, sessions, demand: 0.0, copies: 0, max_copies }
+    }
+
     fn full(&self, copies: u64) -> bool {
         self.copies + copies > self.max_copies
     }
@@ -111,12 +116,12 @@ impl Builder<'_> {
         Some(self.rng.weighted(&weights))
     }
 
-    fn region_of(&mut self, account: usize) -> &'static str {
+    pub(super) fn region_of(&mut self, account: usize) -> &'static str {
         let a = &self.org.accounts[account];
         a.regions[self.rng.weighted(&a.region_weights)]
     }
 
-    fn issue(&mut self, spec: Spec) -> Option<u32> {
+    pub(super) fn issue(&mut self, spec: Spec) -> Option<u32> {
         let cross = spec.kind == IssueKind::AssumeRole && spec.caller_account != spec.account;
         let n = if cross { 2 } else { 1 };
         if self.full(n) || spec.issued >= self.end - MINUTE {
@@ -174,6 +179,7 @@ impl Builder<'_> {
             shared_event_id,
             request_id,
             parent: None,
+            scripted: false,
         });
         Some((self.sessions.len() - 1) as u32)
     }

@@ -11,15 +11,19 @@
 //! while the answer key stays exactly true of the records.
 //!
 //! The plan also fixes how many records each account gets: its issuing
-//! copies plus a share of the rest, so the total is exactly what was asked.
+//! copies and incident records plus a share of the rest, so the total is
+//! exactly what was asked.
 
 use std::collections::HashMap;
 
 use trailwatch_core::time::EpochMillis;
 
 mod chains;
+pub mod incidents;
 
-use crate::org::{AccountKind, Org, UserJob, MANAGEMENT};
+pub use incidents::{Act, ActKind, Culprit, Incident};
+
+use crate::org::{AccountKind, Org, UserJob};
 use crate::prng::{Rng, STREAM_PLAN};
 use crate::records::ServiceEvent;
 
@@ -122,6 +126,8 @@ pub struct Session {
     pub shared_event_id: Option<String>,
     pub request_id: String,
     pub parent: Option<u32>,
+    /// Used only by an incident's records, never by random traffic.
+    pub scripted: bool,
 }
 
 /// A copy of an issuing event to write in an account, at `time`.
@@ -156,11 +162,16 @@ fn background(org: &Org, account: usize, scale: f64) -> Vec<BackgroundSource> {
     let mut out = Vec::new();
     let mut add = |what, rate, human| out.push(BackgroundSource { what, rate, human });
     for (u, user) in org.users.iter().enumerate().filter(|(_, u)| u.account == account) {
-        if user.job == UserJob::Human {
-            add(Background::UserCall(u), 0.25 * scale, true);
-            add(Background::Login(u), 0.01 * scale, true);
-        } else {
-            add(Background::UserCall(u), 0.4 * scale, false);
+        match user.job {
+            UserJob::Human => {
+                add(Background::UserCall(u), 0.25 * scale, true);
+                // Console passwords only for users with an MFA device: a sign-in without MFA is an alert.
+                if user.mfa {
+                    add(Background::Login(u), 0.01 * scale, true);
+                }
+            }
+            UserJob::Local => {}
+            _ => add(Background::UserCall(u), 0.4 * scale, false),
         }
     }
     let kind = org.accounts[account].kind;
@@ -177,23 +188,19 @@ fn background(org: &Org, account: usize, scale: f64) -> Vec<BackgroundSource> {
     out
 }
 
-/// Events scheduled outside the random mix so they surely appear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Special {
-    RootLogin { success: bool },
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct AccountPlan {
     /// Issuing copies logged in this account, by time.
     pub copies: Vec<CopyRef>,
-    /// Sessions whose credentials belong to this account, by issue time.
+    /// Sessions whose credentials belong to this account, by issue time
+    /// (not the incidents' scripted ones).
     pub sessions: Vec<u32>,
-    /// Records other than issuing copies.
+    /// Records other than issuing copies and incident records.
     pub share: u64,
     /// Planned usage (rate × active minutes) of this account's sessions.
     pub demand: f64,
-    pub specials: Vec<(EpochMillis, Special)>,
+    /// Incident records logged here (indices into `Plan::acts`), by time.
+    pub acts: Vec<u32>,
     /// What the account does without sessions.
     pub background: Vec<BackgroundSource>,
     /// Expected background records over the whole period at the sources' rates.
@@ -203,7 +210,7 @@ pub struct AccountPlan {
 impl AccountPlan {
     /// Every record the account gets.
     pub fn total(&self) -> u64 {
-        self.share + self.copies.len() as u64
+        self.share + self.copies.len() as u64 + self.acts.len() as u64
     }
 }
 
@@ -213,6 +220,9 @@ pub struct Plan {
     pub end: EpochMillis,
     pub sessions: Vec<Session>,
     pub accounts: Vec<AccountPlan>,
+    /// Incident records, incident by incident.
+    pub acts: Vec<Act>,
+    pub incidents: Vec<Incident>,
 }
 
 const HOURLY: [f64; 24] = [0.15, 0.1, 0.08, 0.08, 0.08, 0.1, 0.2, 0.4, 0.7, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.95, 0.8, 0.6, 0.45, 0.35, 0.25, 0.2];
@@ -252,10 +262,17 @@ pub fn apportion(total: u64, weights: &[f64]) -> Vec<u64> {
 }
 
 impl Plan {
-    /// Plans the sessions and each account's number of records.
-    pub fn build(org: &Org, seed: u64, events: u64, start: EpochMillis, end: EpochMillis) -> Plan {
+    /// Plans the sessions, the incidents when asked for, and each account's
+    /// number of records. Fails when the organization or the number of
+    /// events is too small for the incidents.
+    pub fn build(org: &Org, seed: u64, events: u64, start: EpochMillis, end: EpochMillis, with_incidents: bool) -> Result<Plan, String> {
         let mut rng = Rng::new(seed, STREAM_PLAN);
         let planned = chains::plan(org, &mut rng, events, start, end);
+        let incidents::Planned { sessions: planned, mut acts, mut incidents } = if with_incidents {
+            incidents::plan(org, seed, start, end, planned)?
+        } else {
+            incidents::Planned { sessions: planned, acts: Vec::new(), incidents: Vec::new() }
+        };
 
         // Order by issue time; remap parent links.
         let mut order: Vec<usize> = (0..planned.len()).collect();
@@ -272,6 +289,7 @@ impl Plan {
                 s.issuer = Issuer::Session(new_index[p as usize]);
             }
         }
+        incidents::renumber(&mut acts, &mut incidents, &new_index);
 
         assign_keys(&mut rng, &mut sessions);
         for s in &mut sessions {
@@ -291,11 +309,21 @@ impl Plan {
             for (c, copy) in s.copies.iter().enumerate() {
                 accounts[copy.account].copies.push(CopyRef { time: s.issued, session: i as u32, copy: c as u8 });
             }
-            let plan = &mut accounts[s.account];
-            plan.sessions.push(i as u32);
-            plan.demand += s.rate * ((s.active_until - s.issued) as f64 / MINUTE as f64);
+            if !s.scripted {
+                let plan = &mut accounts[s.account];
+                plan.sessions.push(i as u32);
+                plan.demand += s.rate * ((s.active_until - s.issued) as f64 / MINUTE as f64);
+            }
         }
-        let copies: u64 = accounts.iter().map(|a| a.copies.len() as u64).sum();
+        let mut by_time: Vec<usize> = (0..acts.len()).collect();
+        by_time.sort_by_key(|&i| (acts[i].time, i));
+        for i in by_time {
+            accounts[acts[i].account].acts.push(i as u32);
+        }
+        let fixed: u64 = accounts.iter().map(|a| a.copies.len() as u64 + a.acts.len() as u64).sum();
+        if fixed > events {
+            return Err(format!("{events} events are too few for the incidents: at least {fixed} are needed"));
+        }
         let days = ((end - start) / 86_400_000).max(1);
         let scale = (events as f64 / days as f64 / 100_000.0).clamp(0.2, 20.0);
         let minutes = (end - start) as f64 / MINUTE as f64;
@@ -308,19 +336,10 @@ impl Plan {
         let floor = accounts.iter().map(|p| p.demand + p.background_events).sum::<f64>() / accounts.len() as f64 * 0.03;
         let weights: Vec<f64> = accounts.iter().map(|p| p.demand + p.background_events + floor).collect();
         let weights = if weights.iter().sum::<f64>() > 0.0 { weights } else { org.accounts.iter().map(|a| a.weight).collect() };
-        for (plan, share) in accounts.iter_mut().zip(apportion(events.saturating_sub(copies), &weights)) {
+        for (plan, share) in accounts.iter_mut().zip(apportion(events - fixed, &weights)) {
             plan.share = share;
         }
-
-        // The root user signs in to the management console now and then.
-        let mgmt = &mut accounts[MANAGEMENT];
-        let logins = ((1 + days / 2) as u64).min(mgmt.share / 50);
-        for i in 0..logins {
-            let t = rng.between(start / 1000, (end - MINUTE) / 1000) * 1000;
-            mgmt.specials.push((t, Special::RootLogin { success: i % 4 != 3 }));
-        }
-        mgmt.specials.sort_by_key(|s| s.0);
-        Plan { start, end, sessions, accounts }
+        Ok(Plan { start, end, sessions, accounts, acts, incidents })
     }
 
     /// The hops from the origin to session `i`, first hop first.
@@ -383,7 +402,7 @@ mod tests {
     fn plan(events: u64) -> (Org, Plan) {
         let end = 1_793_491_200_000;
         let org = Org::build(4, 12, end);
-        let plan = Plan::build(&org, 4, events, end - 86_400_000, end);
+        let plan = Plan::build(&org, 4, events, end - 86_400_000, end, false).unwrap();
         (org, plan)
     }
 
@@ -403,6 +422,27 @@ mod tests {
             let (_, plan) = plan(events);
             assert_eq!(plan.accounts.iter().map(AccountPlan::total).sum::<u64>(), events, "{events} events");
         }
+    }
+
+    #[test]
+    fn incidents_keep_the_totals_exact_and_their_sessions_out_of_random_traffic() {
+        let end = 1_793_491_200_000;
+        let org = Org::build(4, 12, end);
+        let plan = Plan::build(&org, 4, 20_000, end - 86_400_000, end, true).unwrap();
+        assert_eq!(plan.accounts.iter().map(AccountPlan::total).sum::<u64>(), 20_000);
+        assert_eq!(plan.incidents.len(), 6);
+        assert!(plan.accounts.iter().flat_map(|a| &a.sessions).all(|&s| !plan.sessions[s as usize].scripted));
+        let mut used = 0;
+        for act in &plan.acts {
+            assert!(plan.start < act.time && act.time < plan.end);
+            if let ActKind::SessionCall { session, .. } = act.what {
+                let s = &plan.sessions[session as usize];
+                assert!(s.scripted && s.account == act.account && s.issued < act.time && act.time <= s.expires);
+                used += 1;
+            }
+        }
+        assert_eq!(used, (plan.sessions.iter().filter(|s| s.scripted).count() - 1) * 2, "two calls per session, none by the CI chain's first hop");
+        assert!(Plan::build(&org, 4, 20, end - 86_400_000, end, true).is_err(), "too few events for the incidents");
     }
 
     #[test]

@@ -49,6 +49,14 @@ impl Trail {
         self.expected["sessions"].as_array().unwrap()
     }
 
+    pub fn alerts(&self) -> &Vec<Value> {
+        self.expected["alerts"].as_array().unwrap()
+    }
+
+    pub fn incidents(&self) -> &Vec<Value> {
+        self.expected["incidents"].as_array().unwrap()
+    }
+
     /// The record with this eventID in any account, with the log file holding it.
     pub fn event(&self, event_id: &str) -> Option<(&Log, &Value)> {
         self.expected["organization"]["accounts"].as_array().unwrap().iter().find_map(|a| {
@@ -113,6 +121,30 @@ pub fn count_records(dir: &Path) -> BTreeMap<String, u64> {
     counts
 }
 
+/// Calls `f` with every record of the log files under `dir`, file by file,
+/// without keeping them (for organizations too big to hold).
+pub fn for_each_record(dir: &Path, mut f: impl FnMut(&Value)) {
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    for path in files {
+        let key = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+        if !key.starts_with("AWSLogs/") || classify(&key).unwrap().kind != ObjectKind::Log {
+            continue;
+        }
+        let json = gunzip(&path);
+        let mut reader = RecordReader::new(&json[..]);
+        while let Some(r) = reader.next_record().unwrap() {
+            f(&serde_json::from_slice(r.bytes).unwrap());
+        }
+    }
+}
+
+/// The answer key under `dir`.
+pub fn answer_key(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap()
+}
+
 fn load(config: GenConfig) -> Trail {
     let (dir, report) = generate_into(&config);
     let mut files = Vec::new();
@@ -143,7 +175,7 @@ fn load(config: GenConfig) -> Trail {
             ObjectKind::Insight => panic!("no insight files are generated: {key}"),
         }
     }
-    let expected: Value = serde_json::from_slice(&std::fs::read(dir.path().join("expected.json")).unwrap()).unwrap();
+    let expected = answer_key(dir.path());
     let mut by_event = HashMap::new();
     for (l, log) in logs.iter().enumerate() {
         for (r, record) in log.records.iter().enumerate() {
@@ -153,8 +185,8 @@ fn load(config: GenConfig) -> Trail {
     Trail { config, dir, report, logs, digests, expected, by_event }
 }
 
-/// The shared organization: a day of 40,000 events over 12 accounts.
+/// The shared organization: a day of 40,000 events over 12 accounts, with the incidents.
 pub fn trail() -> &'static Trail {
     static TRAIL: OnceLock<Trail> = OnceLock::new();
-    TRAIL.get_or_init(|| load(GenConfig { events: 40_000, seed: 42, ..GenConfig::default() }))
+    TRAIL.get_or_init(|| load(GenConfig { events: 40_000, seed: 42, incidents: true, ..GenConfig::default() }))
 }

@@ -4,9 +4,12 @@
 // Test helpers outside #[test] functions may unwrap too: a failure is the test failing.
 #![allow(clippy::unwrap_used)]
 
+mod benign;
 mod fixture;
 mod identities;
+mod incidents;
 mod integrity;
+mod pack;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

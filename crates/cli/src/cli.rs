@@ -27,6 +27,133 @@ pub enum Command {
     Ledger(LedgerArgs),
     /// Who is behind a temporary access key: the origin and chain of its session, as JSON.
     Resolve(ResolveArgs),
+    /// The detection rules: list them, or run their tests.
+    Rules(RulesArgs),
+    /// Alerts: list, show, acknowledge, resolve.
+    Alerts(AlertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    #[command(subcommand)]
+    pub command: RulesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Every loaded rule (built-in pack plus --rules); exits non-zero naming each rule that fails to load.
+    List(RulesDirArgs),
+    /// Runs every rule's own test events; exits non-zero on a failure, saying which and why.
+    Test(RulesDirArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RulesDirArgs {
+    /// Directory of rules (*.yml) added to the built-in pack; a rule with a built-in rule's id replaces it.
+    #[arg(long, env = "TRAILWATCH_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Only this directory's rules, without the built-in pack.
+    #[arg(long)]
+    pub no_builtin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub command: AlertsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Alerts, most recently changed first.
+    List(AlertsListArgs),
+    /// One alert with all its transitions, as JSON.
+    Show {
+        #[command(flatten)]
+        data: DataArgs,
+        id: String,
+    },
+    /// Acknowledge an alert: it stays open for updates and still resolves when quiet.
+    Ack(AlertsOpArgs),
+    /// Resolve an alert now; a later match opens a new one.
+    Resolve(AlertsOpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsListArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// open, acknowledged, resolved, active (open or acknowledged) or all.
+    #[arg(long, default_value = "active")]
+    pub status: String,
+    /// At least this severity: informational, low, medium, high, critical.
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Only this rule id.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Only this account (12 digits).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only alerts whose origin is this principal (user ARN, subject, …).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Last seen at or after this time (a time, a date, or a duration back from now).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// How many at most.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsOpArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The alert id (`trailwatch alerts list` shows it).
+    pub id: String,
+    /// Who does it (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Why, recorded with the transition.
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+/// Detection and alert delivery, for `run` and `ingest`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AlertArgs {
+    /// Directory of rules (*.yml) added to the built-in pack; a rule with a built-in rule's id replaces it.
+    #[arg(long, env = "TRAILWATCH_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Evaluate no rules (to measure what the pack costs).
+    #[arg(long)]
+    pub no_rules: bool,
+    /// Account names: the JSON `aws organizations list-accounts` prints. Default: `accounts.json`
+    /// in the trail directory, else the copy kept in the data directory.
+    #[arg(long, env = "TRAILWATCH_ACCOUNTS")]
+    pub accounts: Option<PathBuf>,
+    /// Print every alert transition on standard output (`run` always does).
+    #[arg(long)]
+    pub print_alerts: bool,
+    /// Append every alert transition to this JSON Lines file.
+    #[arg(long, env = "TRAILWATCH_ALERTS_FILE")]
+    pub alerts_file: Option<PathBuf>,
+    /// POST every alert transition to this URL.
+    #[arg(long, env = "TRAILWATCH_WEBHOOK")]
+    pub webhook: Option<String>,
+    /// Body of webhook posts: `generic` (the transition and the alert) or `pagerduty` (Events API v2).
+    #[arg(long, env = "TRAILWATCH_WEBHOOK_FORMAT", default_value = "generic", value_parser = ["generic", "pagerduty"])]
+    pub webhook_format: String,
+    /// PagerDuty integration (routing) key, for `--webhook-format pagerduty`.
+    #[arg(long, env = "TRAILWATCH_PAGERDUTY_ROUTING_KEY", hide_env_values = true)]
+    pub pagerduty_routing_key: Option<Secret>,
+    /// Extra header on webhook posts, `Name: value` (repeatable), e.g. an Authorization header.
+    #[arg(long = "webhook-header")]
+    pub webhook_headers: Vec<Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +197,8 @@ pub struct RunArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
     /// Seconds between scans of the trail directory.
     #[arg(long, env = "TRAILWATCH_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub interval: u64,
@@ -84,6 +213,8 @@ pub struct IngestArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub alerts: AlertArgs,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +255,11 @@ pub struct GenArgs {
     /// Threads (default: the number of cores; does not change the output).
     #[arg(long)]
     pub threads: Option<u16>,
+    /// Inject known security incidents (a brute-forced console login, root usage, a stopped trail,
+    /// SSH opened to the world, spot instances, a CI chain changing IAM in production) and list the
+    /// alerts they must raise in expected.json. Needs at least 6 accounts and 1000 events.
+    #[arg(long)]
+    pub incidents: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,4 +272,30 @@ pub struct LedgerArgs {
     /// Print the records rejected from this object key, one JSON object per line.
     #[arg(long)]
     pub rejected: Option<String>,
+}
+
+/// A value that must not appear in logs or debug output (keys, tokens).
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Err("empty".into());
+        }
+        Ok(Secret(s.to_owned()))
+    }
 }

@@ -33,7 +33,7 @@ pub struct IdentityFigures {
 }
 
 /// The summary of one ingest: files by outcome, events, identity, speed, skips and problems.
-pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[LedgerEntry], identity: Option<&IdentityFigures>) -> String {
+pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[LedgerEntry], identity: Option<&IdentityFigures>, rules: Option<usize>) -> String {
     let g = PipelineStats::get;
     let secs = elapsed.as_secs_f64().max(0.001);
     let stored = g(&stats.events_stored);
@@ -78,6 +78,16 @@ pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[Ledg
             r.store_lookups_per_thousand(),
             if lookups == 0 { 0.0 } else { (r.cache.hits + r.cache.negative_hits) as f64 * 100.0 / lookups as f64 },
             thousands(r.archive_lookups),
+        );
+    }
+    if let Some(rules) = rules {
+        let _ = writeln!(
+            out,
+            "  alerts   {} rule matches · {} opened · {} updated · {} resolved ({rules} rules)",
+            thousands(g(&stats.detections)),
+            thousands(g(&stats.alerts_opened)),
+            thousands(g(&stats.alerts_updated)),
+            thousands(g(&stats.alerts_resolved)),
         );
     }
     let uncompressed = g(&stats.bytes_uncompressed);

@@ -2,6 +2,8 @@
 //! streaming record reader, and the port traits the services are written
 //! against. No AWS SDK, database or HTTP here.
 
+pub mod accounts;
+pub mod alerts;
 pub mod conformance;
 pub mod event;
 pub mod identity;
@@ -10,6 +12,7 @@ pub mod memory;
 pub mod model;
 pub mod ports;
 pub mod reader;
+pub mod rules;
 pub mod stats;
 pub mod time;
 pub mod view;

@@ -41,6 +41,12 @@ pub struct PipelineStats {
     pub events_duplicate: AtomicU64,
     /// History writes (one transaction each) the events were stored in.
     pub history_writes: AtomicU64,
+    /// Rule matches (a threshold rule counts when its group is over the threshold).
+    pub detections: AtomicU64,
+    /// Alert transitions from ingest (a person's are not counted here).
+    pub alerts_opened: AtomicU64,
+    pub alerts_updated: AtomicU64,
+    pub alerts_resolved: AtomicU64,
     pub bytes_compressed: AtomicU64,
     pub bytes_uncompressed: AtomicU64,
     skipped: Mutex<BTreeMap<&'static str, (u64, String)>>,

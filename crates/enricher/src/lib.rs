@@ -1,17 +1,22 @@
 //! The enricher: takes each file's events from the collector, resolves who
 //! is behind each of them, stores them, then records the file in the ledger.
-//! Rules and alerts (later issues) plug in after resolution.
+//! Rules and alerts follow the history write (see [`alerting`]).
 //!
 //! Per batch: the sessions the batch's files issued are recorded first (so
 //! the batch's own events, and events waiting from earlier files, see them),
 //! then the events are resolved, stored, and the origins of earlier events
-//! that a new session (or the pending bound) settled are updated.
+//! that a new session (or the pending bound) settled are updated; then the
+//! stored events are checked against the rules and the alerts they raise
+//! are stored with their outbox entries.
 //!
 //! Order is the invariant: a file's outcome is recorded only after every one
-//! of its events is stored, so a crash in between means the file is read
+//! of its events is stored and its alerts are committed, so a crash in between means the file is read
 //! again, and the idempotent history write makes that harmless. Messages are
 //! coalesced (up to [`EnricherConfig::max_batch_events`]) into one store
 //! write, outcomes held back until the write that carries their events.
+
+pub mod alerting;
+pub mod delivery;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,14 +56,16 @@ pub struct EnricherPorts {
     pub checkpoints: Arc<dyn Checkpoints>,
     /// Identity resolution; None stores events without origins (to measure its cost).
     pub identity: Option<Arc<PendingSet>>,
+    /// Rules and alerts; None evaluates no rules.
+    pub alerts: Option<alerting::AlertPorts>,
 }
 
-fn now_ms() -> EpochMillis {
+pub(crate) fn now_ms() -> EpochMillis {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as EpochMillis)
 }
 
 /// Calls `op` until it succeeds, fails permanently, or runs out of attempts.
-async fn with_retries<T, F, Fut>(config: &EnricherConfig, what: &str, mut op: F) -> Result<T, PortError>
+pub(crate) async fn with_retries<T, F, Fut>(config: &EnricherConfig, what: &str, mut op: F) -> Result<T, PortError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PortError>>,
@@ -124,6 +131,7 @@ async fn resolve(
 /// drains what is left.
 pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Receiver<FileBatch>, stats: Arc<PipelineStats>, shutdown: CancellationToken) {
     let mut failed: HashMap<Arc<str>, String> = HashMap::new();
+    let mut alerting = ports.alerts.clone().map(alerting::Alerting::new);
     while let Some(first) = rx.recv().await {
         let mut events: Vec<Event> = Vec::new();
         let mut sessions: Vec<Session> = Vec::new();
@@ -164,6 +172,7 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                     }
                 }
             }
+            let mut stored: Arc<[Event]> = Arc::new([]);
             if !events.is_empty() {
                 let count = events.len() as u64;
                 let batch: Arc<[Event]> = events.into();
@@ -173,6 +182,7 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                         PipelineStats::add(&stats.history_writes, 1);
                         PipelineStats::add(&stats.events_stored, report.inserted);
                         PipelineStats::add(&stats.events_duplicate, report.duplicates);
+                        stored = batch;
                     }
                     Err(e) => {
                         error!(error = %e, events = count, "storing events failed; their files will be read again");
@@ -182,11 +192,19 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                     }
                 }
             }
+            let updates: Arc<[OriginUpdate]> = updates.into();
             if !updates.is_empty() {
-                let updates: Arc<[OriginUpdate]> = updates.into();
                 match with_retries(&config, "origin update", || ports.history.set_origins(updates.clone())).await {
                     Ok(n) => PipelineStats::add(&stats.origins_updated, n),
                     Err(e) => error!(error = %e, updates = updates.len(), "updating origins of stored events failed"),
+                }
+            }
+            if let Some(alerting) = &mut alerting {
+                if let Err(e) = alerting.process(&config, &stored, &updates, &stats).await {
+                    error!(error = %e, events = stored.len(), "raising alerts failed; the files will be read again");
+                    for key in &keys {
+                        failed.entry(key.clone()).or_insert_with(|| format!("raising its alerts failed: {e}"));
+                    }
                 }
             }
             for outcome in &mut outcomes {
@@ -272,8 +290,13 @@ mod tests {
         let stats = Arc::new(PipelineStats::default());
         let (tx, rx) = mpsc::channel(8);
         let config = EnricherConfig { retry_base: Duration::from_millis(1), ..Default::default() };
-        let task =
-            tokio::spawn(run(config, EnricherPorts { history, checkpoints: ledger.clone(), identity: None }, rx, stats.clone(), CancellationToken::new()));
+        let task = tokio::spawn(run(
+            config,
+            EnricherPorts { history, checkpoints: ledger.clone(), identity: None, alerts: None },
+            rx,
+            stats.clone(),
+            CancellationToken::new(),
+        ));
         let key: Arc<str> = "a.json.gz".into();
         let events: Vec<Event> = (0..3).map(|i| sample_event("111122223333", &format!("e{i}"), 1_700_000_000_000 + i)).collect();
         tx.send(FileBatch::Events { key, events, sessions: vec![] }).await.unwrap();

@@ -22,6 +22,7 @@ pub async fn gen(args: GenArgs) -> anyhow::Result<ExitCode> {
         seed: args.seed,
         end,
         threads: args.threads.map_or(0, usize::from),
+        incidents: args.incidents,
     };
     let started = std::time::Instant::now();
     let report = generate(config, args.out.clone()).await?;
@@ -40,6 +41,9 @@ pub async fn gen(args: GenArgs) -> anyhow::Result<ExitCode> {
         args.out.join("expected.json").display(),
         args.out.join("accounts.json").display(),
     );
+    if args.incidents {
+        println!("  {} incidents injected, {} alerts expected (listed in the answer key)", report.incidents, report.alerts);
+    }
     tracing::debug!(end = %format_utc(end), "generated");
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use trailwatch_core::stats::PipelineStats;
 use trailwatch_core::identity::PendingSet;
 
 use crate::cli::{IngestArgs, PipelineArgs};
-use crate::pipeline::{self, PipelineSetup, Progress};
+use crate::pipeline::{self, Alerting, PipelineSetup, Progress};
 use crate::summary::{ingest_summary, IdentityFigures};
 
 /// Problem files listed in the summary at most.
@@ -23,16 +24,33 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let store = pipeline::open_store(&args.data.data)?;
     let stats = Arc::new(PipelineStats::default());
     let identity = (!args.pipeline.no_identity).then(|| pipeline::identity(&store));
-    let text = ingest_once(&trail, &args.pipeline, identity, &store, &stats, super::shutdown_on_signal()).await?;
-    print!("{text}");
+    let alerting = Alerting::setup(&args.alerts, args.alerts.print_alerts, &store, Some(&trail), &args.data.data)?;
+    let stop_delivery = CancellationToken::new();
+    let delivery = alerting.as_ref().map(|a| a.start_delivery(stop_delivery.clone()));
+    let text = ingest_once(&trail, &args.pipeline, identity, alerting.as_ref(), &store, &stats, super::shutdown_on_signal()).await;
+    if let Some(alerting) = &alerting {
+        let left = alerting.drain(DRAIN_LIMIT).await?;
+        if left > 0 {
+            eprintln!("{left} alert notification(s) not delivered yet: they stay queued and go out on the next run or ingest");
+        }
+    }
+    stop_delivery.cancel();
+    if let Some(delivery) = delivery {
+        delivery.await.context("the alert delivery stopped unexpectedly")?;
+    }
+    print!("{}", text?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// How long `ingest` waits for the sinks to take the alerts it raised.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Runs one scan of the trail to the end and returns the summary text.
 pub async fn ingest_once(
     trail: &std::path::Path,
     options: &PipelineArgs,
     identity: Option<Arc<PendingSet>>,
+    alerting: Option<&Alerting>,
     store: &Arc<trailwatch_embedded::SqliteStore>,
     stats: &Arc<PipelineStats>,
     shutdown: CancellationToken,
@@ -45,6 +63,7 @@ pub async fn ingest_once(
         workers: options.workers.map_or_else(pipeline::default_workers, usize::from),
         mode: Mode::Once,
         resolve: identity.is_some(),
+        alerts: alerting.map(|a| a.ports.clone()),
     };
     let result = pipeline::run(setup, store.clone(), identity.clone(), stats.clone(), shutdown).await;
     ticker.cancel();
@@ -58,5 +77,5 @@ pub async fn ingest_once(
         Some(identity) => Some(IdentityFigures { waiting: identity.count().await.context("counting pending events")?, resolver: identity.resolver().stats() }),
         None => None,
     };
-    Ok(ingest_summary(stats, elapsed, &problems, identity_figures.as_ref()))
+    Ok(ingest_summary(stats, elapsed, &problems, identity_figures.as_ref(), alerting.map(Alerting::rule_count)))
 }

@@ -1,17 +1,19 @@
 //! One module per subcommand.
 
+mod alerts;
 mod export;
 mod gen;
 mod ingest;
 mod ledger;
 mod resolve;
+mod rules;
 mod run;
 
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, DataArgs, PipelineArgs, RunArgs};
+use crate::cli::{AlertArgs, Cli, Command, DataArgs, PipelineArgs, RunArgs};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -20,6 +22,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             run::run(RunArgs {
                 data: DataArgs { data: "trailwatch-data".into() },
                 pipeline: PipelineArgs { trail: None, prefix: String::new(), workers: None, no_identity: false },
+                alerts: AlertArgs::default(),
                 interval: 5,
                 demo_events: 60_000,
             })
@@ -30,6 +33,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Gen(args)) => gen::gen(args).await,
         Some(Command::Ledger(args)) => ledger::ledger(args).await,
         Some(Command::Resolve(args)) => resolve::resolve(args).await,
+        Some(Command::Rules(args)) => rules::rules(args).await,
+        Some(Command::Alerts(args)) => alerts::alerts(args).await,
     }
 }
 

@@ -15,7 +15,7 @@ use trailwatch_gen::GenConfig;
 
 use super::ingest::ingest_once;
 use crate::cli::RunArgs;
-use crate::pipeline::{self, PipelineSetup};
+use crate::pipeline::{self, Alerting, PipelineSetup};
 use crate::summary::thousands;
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -28,7 +28,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             if !trail.join("expected.json").exists() {
                 // Traffic up to the current minute, so the demo looks like today.
                 let end = super::now_ms() / 60_000 * 60_000;
-                let config = GenConfig { accounts: 12, days: 1, events: args.demo_events, seed: 1, end, threads: 0 };
+                let config = GenConfig { accounts: 12, days: 1, events: args.demo_events, seed: 1, end, threads: 0, incidents: true };
                 println!("generating a demo organization ({} events, 12 accounts) into {}", thousands(config.events), trail.display());
                 super::gen::generate(config, trail.clone()).await?;
             }
@@ -39,13 +39,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("reading {} into {}", trail.display(), pipeline::database_path(&data).display());
     let stats = Arc::new(PipelineStats::default());
     let identity = (!args.pipeline.no_identity).then(|| pipeline::identity(&store));
-    let summary = ingest_once(&trail, &args.pipeline, identity.clone(), &store, &stats, shutdown.clone()).await?;
+    let alerting = Alerting::setup(&args.alerts, true, &store, Some(&trail), &data)?;
+    if let Some(alerting) = &alerting {
+        println!("{} detection rules loaded; alerts: {}", alerting.rule_count(), alerting.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "));
+    }
+    let delivery = alerting.as_ref().map(|a| a.start_delivery(shutdown.clone()));
+    let summary = ingest_once(&trail, &args.pipeline, identity.clone(), alerting.as_ref(), &store, &stats, shutdown.clone()).await?;
     print!("{summary}");
     if demo {
         print!("{}", overview(store.as_ref(), &trail).await?);
     }
     if shutdown.is_cancelled() {
-        return Ok(ExitCode::SUCCESS);
+        return finish(delivery).await;
     }
     println!("watching {} for new files every {} s (Ctrl-C to stop)", trail.display(), args.interval);
     let setup = PipelineSetup {
@@ -54,10 +59,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         workers: args.pipeline.workers.map_or_else(pipeline::default_workers, usize::from),
         mode: Mode::Watch { interval: Duration::from_secs(args.interval) },
         resolve: identity.is_some(),
+        alerts: alerting.as_ref().map(|a| a.ports.clone()),
     };
     let stats = Arc::new(PipelineStats::default());
     pipeline::run(setup, store, identity, stats.clone(), shutdown).await?;
-    println!("stopped; {} events stored while watching", thousands(PipelineStats::get(&stats.events_stored)));
+    println!(
+        "stopped; {} events stored and {} alerts opened while watching",
+        thousands(PipelineStats::get(&stats.events_stored)),
+        thousands(PipelineStats::get(&stats.alerts_opened))
+    );
+    finish(delivery).await
+}
+
+/// Waits for the alert delivery to stop (it finishes the delivery in flight).
+async fn finish(delivery: Option<tokio::task::JoinHandle<()>>) -> anyhow::Result<ExitCode> {
+    if let Some(delivery) = delivery {
+        delivery.await.context("the alert delivery stopped unexpectedly")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

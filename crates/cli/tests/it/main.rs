@@ -2,6 +2,7 @@
 // Test helpers outside #[test] functions may unwrap too: a failure is the test failing.
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod bad_input;
 mod harness;
 mod identity;

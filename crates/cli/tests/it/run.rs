@@ -78,8 +78,13 @@ fn run_watches_for_new_files_and_stops_on_interrupt() {
     let before = wait_for(&rx, "watching", Duration::from_secs(60));
     assert!(before.iter().any(|l| l.contains("1 stored")), "{before:?}");
 
-    let late =
-        format!(r#"{{"Records":[{},{}]}}"#, record(account, "3f1c0a52-0000-4000-8000-000000000002"), record(account, "3f1c0a52-0000-4000-8000-000000000003"));
+    // The late file holds the root user at work: an alert while watching.
+    let root = record(account, "3f1c0a52-0000-4000-8000-000000000003").replace(
+        &format!(r#"{{"type":"IAMUser","principalId":"AIDAEXAMPLEUSER00001","arn":"arn:aws:iam::{account}:user/ops","accountId":"{account}","accessKeyId":"AKIAEXAMPLEKEY000001","userName":"ops"}}"#),
+        &format!(r#"{{"type":"Root","principalId":"{account}","arn":"arn:aws:iam::{account}:root","accountId":"{account}","accessKeyId":"ASIAEXAMPLEROOT00001"}}"#),
+    );
+    assert!(root.contains(r#""type":"Root""#));
+    let late = format!(r#"{{"Records":[{},{root}]}}"#, record(account, "3f1c0a52-0000-4000-8000-000000000002"));
     put(&trail, &log_key(account, "20260302T1020Z", "aaaaaaaaaaaaaaa2"), &gzip(late.as_bytes()));
     let deadline = Instant::now() + Duration::from_secs(30);
     while exported_ids(&data, &[]).len() < 3 {
@@ -89,7 +94,8 @@ fn run_watches_for_new_files_and_stops_on_interrupt() {
     let (status, stderr) = interrupt_and_wait(child);
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
     let rest: Vec<String> = rx.try_iter().collect();
-    assert!(rest.iter().any(|l| l.contains("stopped; 2 events stored while watching")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("stopped; 2 events stored and 1 alerts opened while watching")), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("root-account-usage") && l.contains(account)), "the alert is printed as it opens: {rest:?}");
     assert_eq!(exported_ids(&data, &[]).len(), 3);
 }
 

@@ -3,6 +3,8 @@
 // Test helpers outside #[test] functions may unwrap too: a failure is the test failing.
 #![allow(clippy::unwrap_used)]
 
+mod delivery;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -64,7 +66,7 @@ async fn events_read_before_their_session_are_updated_when_it_arrives() {
     let identity = Arc::new(PendingSet::new(resolver, pending_store.clone(), PendingConfig::default()));
     let stats = Arc::new(PipelineStats::default());
     let (tx, rx) = mpsc::channel(4);
-    let ports = EnricherPorts { history: history.clone(), checkpoints: Arc::new(MemoryCheckpoints::new()), identity: Some(identity.clone()) };
+    let ports = EnricherPorts { history: history.clone(), checkpoints: Arc::new(MemoryCheckpoints::new()), identity: Some(identity.clone()), alerts: None };
     let task = tokio::spawn(run(EnricherConfig::default(), ports, rx, stats.clone(), CancellationToken::new()));
 
     for batch in batches(&root, &files[0]) {

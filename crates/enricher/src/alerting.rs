@@ -1,0 +1,101 @@
+//! Rules and alerts in the enricher: each stored batch is checked against
+//! the rules, the matches drive the alert lifecycle (stored with their
+//! outbox entries in one write), origins settled later update the alerts
+//! that carry them, and alerts quiet for their rule's period resolve — all
+//! in trail time, so a backfill raises what live ingest would have.
+
+use std::sync::Arc;
+
+use tracing::warn;
+
+use trailwatch_core::accounts::AccountDirectory;
+use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleReport};
+use trailwatch_core::alerts::Detection;
+use trailwatch_core::event::Event;
+use trailwatch_core::ports::{OriginUpdate, PortError};
+use trailwatch_core::rules::{Detector, RuleSet};
+use trailwatch_core::stats::PipelineStats;
+use trailwatch_core::time::EpochMillis;
+
+use crate::delivery::DeliveryHandle;
+use crate::{now_ms, with_retries, EnricherConfig};
+
+/// What the enricher needs to raise alerts.
+#[derive(Clone)]
+pub struct AlertPorts {
+    pub rules: Arc<RuleSet>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub accounts: Arc<AccountDirectory>,
+    /// Told after each commit that queued notifications, so delivery starts at once.
+    pub delivery: Option<DeliveryHandle>,
+}
+
+/// The enricher's alerting state: the detector (with its threshold windows)
+/// and the newest event time seen.
+pub(crate) struct Alerting {
+    ports: AlertPorts,
+    detector: Detector,
+    detections: Vec<Detection>,
+    watermark: EpochMillis,
+}
+
+impl Alerting {
+    pub(crate) fn new(ports: AlertPorts) -> Self {
+        let detector = Detector::new(ports.rules.clone());
+        Alerting { ports, detector, detections: Vec::new(), watermark: EpochMillis::MIN }
+    }
+
+    /// Checks stored events against the rules and applies the matches,
+    /// then origin updates, then quiet resolution up to the newest event time.
+    pub(crate) async fn process(
+        &mut self,
+        config: &EnricherConfig,
+        events: &[Event],
+        updates: &[OriginUpdate],
+        stats: &PipelineStats,
+    ) -> Result<(), PortError> {
+        self.detections.clear();
+        for event in events {
+            self.watermark = self.watermark.max(event.event_time);
+            let alias = self.ports.accounts.alias(&event.account_id);
+            self.detector.check(event, alias, &mut self.detections);
+        }
+        PipelineStats::add(&stats.detections, self.detections.len() as u64);
+        let mut notifications = 0;
+        let lifecycle = &self.ports.lifecycle;
+        if !self.detections.is_empty() {
+            let detections = &self.detections;
+            let report = with_retries(config, "alert lifecycle", || lifecycle.apply(detections, now_ms())).await?;
+            notifications += count(stats, &report);
+        }
+        if !updates.is_empty() {
+            match with_retries(config, "alert origin update", || lifecycle.origins_settled(updates, now_ms())).await {
+                Ok(n) => {
+                    PipelineStats::add(&stats.alerts_updated, n);
+                    notifications += n;
+                }
+                // The events keep their new origins; the alerts keep the old one until the next update.
+                Err(e) => warn!(error = %e, updates = updates.len(), "updating the origins of alerts failed"),
+            }
+        }
+        if self.watermark > EpochMillis::MIN {
+            let watermark = self.watermark;
+            let resolved = with_retries(config, "alert quiet sweep", || lifecycle.sweep(watermark, now_ms())).await?;
+            PipelineStats::add(&stats.alerts_resolved, resolved);
+            notifications += resolved;
+        }
+        if notifications > 0 {
+            if let Some(delivery) = &self.ports.delivery {
+                delivery.notify();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn count(stats: &PipelineStats, report: &LifecycleReport) -> u64 {
+    PipelineStats::add(&stats.alerts_opened, report.opened);
+    PipelineStats::add(&stats.alerts_updated, report.updated);
+    PipelineStats::add(&stats.alerts_resolved, report.resolved);
+    report.notifications
+}

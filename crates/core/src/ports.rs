@@ -3,14 +3,11 @@
 //! embedded one (`trailwatch-embedded`), and a conformance suite
 //! ([`crate::conformance`]) that every implementation passes.
 //!
-//! Ports later issues add, on the same pattern:
-//! - `SessionStore`: sessions issued by credential-issuing events, keyed by
-//!   access key id and validity window; expired items filtered on read.
-//! - `SessionArchive`: the fallback that searches history for the event that
-//!   issued a key (SQLite here, Athena over the trail in AWS).
-//! - `AliasSource`: account names and alias overrides (Organizations, or an
-//!   accounts file).
-//! - `AlertStore` and `AlertSink`: the alert outbox and its deliveries.
+//! Other ports live beside their types: `SessionStore`, `SessionArchive` and
+//! `PendingStore` in [`crate::identity`], `AlertStore` and `AlertSink` in
+//! [`crate::alerts`]. Still to come, on the same pattern: `AliasSource`
+//! (account names from Organizations with overrides; the embedded mode reads
+//! an accounts file into [`crate::accounts::AccountDirectory`]).
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -76,6 +76,16 @@ fn incidents_raise_exactly_the_alerts_of_the_answer_key() {
     let keys: Vec<&str> = lines.iter().map(|l| l["dedupKey"].as_str().unwrap()).collect();
     assert_eq!(unique(&keys), keys.len(), "no transition written twice");
 
+    // Alerts and exported events carry the account names of the trail's accounts file.
+    let names: Value = serde_json::from_slice(&std::fs::read(trail.join("accounts.json")).unwrap()).unwrap();
+    let name_of = |id: &str| names["Accounts"].as_array().unwrap().iter().find(|a| a["Id"] == id).map(|a| a["Name"].clone());
+    for alert in &raised {
+        assert_eq!(Some(alert["accountAlias"].clone()), name_of(alert["accountId"].as_str().unwrap()), "alias of {}", alert["accountId"]);
+    }
+    let export = stdout(&ok(&["export", "--data", path(&data), "--account", raised[0]["accountId"].as_str().unwrap()]));
+    let first: Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
+    assert_eq!(first["trailwatch"]["account"]["alias"], raised[0]["accountAlias"], "export names the account too");
+
     // Ingesting again reads nothing new and raises nothing new.
     ok(&["ingest", "--trail", path(&trail), "--data", path(&data), "--alerts-file", path(&file)]);
     assert_eq!(alerts_json(&data).len(), raised.len());

@@ -74,7 +74,7 @@ async fn list(args: AlertsListArgs) -> anyhow::Result<ExitCode> {
     if shown == 0 && !args.json {
         out.push_str("no alerts match\n");
     }
-    print!("{out}");
+    super::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -109,7 +109,11 @@ async fn show(data: &std::path::Path, id: &str) -> anyhow::Result<ExitCode> {
     };
     let transitions = store.transitions(id).await.context("reading the alert's transitions")?;
     let out = serde_json::json!({ "alert": alert, "transitions": transitions });
-    println!("{}", serde_json::to_string_pretty(&out).context("formatting")?);
+    super::emit(
+        &(serde_json::to_string_pretty(&out).context("formatting")?
+            + "
+"),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -127,6 +131,6 @@ async fn change(args: AlertsOpArgs, acknowledge: bool) -> anyhow::Result<ExitCod
     };
     result.with_context(|| format!("{} alert {}", if acknowledge { "acknowledging" } else { "resolving" }, args.id))?;
     let alert = store.get(&args.id).await.context("reading the alert")?.with_context(|| format!("alert {} vanished", args.id))?;
-    print!("{}", line(&alert));
+    super::emit(&line(&alert))?;
     Ok(ExitCode::SUCCESS)
 }

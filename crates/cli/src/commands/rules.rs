@@ -44,7 +44,7 @@ fn list(args: &RulesDirArgs) -> anyhow::Result<ExitCode> {
         out.push_str(&format!("{:<42} {:<13} {:<22} {:>2} tests  {}\n         {}\n", rule.id, rule.level.as_str(), kind, rule.tests, rule.title, rule.path));
     }
     out.push_str(&format!("{} rules\n", set.rules().len()));
-    print!("{out}");
+    super::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -56,16 +56,18 @@ fn test(args: &RulesDirArgs) -> anyhow::Result<ExitCode> {
     let outcomes = run_tests(&set);
     let failed: Vec<_> = outcomes.iter().filter(|o| !o.passed).collect();
     let rules_without_tests: Vec<_> = set.rules().iter().filter(|r| r.tests == 0).map(|r| r.id.as_str()).collect();
+    let mut out = String::new();
     for outcome in &failed {
-        println!("FAIL {} / {}: {}  ({})", outcome.rule_id, outcome.name, outcome.reason.as_deref().unwrap_or("failed"), outcome.path);
+        out.push_str(&format!("FAIL {} / {}: {}  ({})\n", outcome.rule_id, outcome.name, outcome.reason.as_deref().unwrap_or("failed"), outcome.path));
     }
-    println!(
-        "{} rules, {} tests: {} passed, {} failed{}",
+    out.push_str(&format!(
+        "{} rules, {} tests: {} passed, {} failed{}\n",
         set.rules().len(),
         outcomes.len(),
         outcomes.len() - failed.len(),
         failed.len(),
         if rules_without_tests.is_empty() { String::new() } else { format!("; without tests: {}", rules_without_tests.join(", ")) }
-    );
+    ));
+    super::emit(&out)?;
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

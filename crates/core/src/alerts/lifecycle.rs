@@ -323,10 +323,16 @@ impl Working {
         a.first_seen = a.first_seen.min(d.event.event_time);
         a.last_seen = a.last_seen.max(d.event.event_time);
         add_sample(&mut a.samples, &d.event, max_samples);
+        // A match that names who is behind the alert when it was not known
+        // yet is news for the receivers, whatever the notify window.
+        let mut origin_news = None;
         if origin_rank(d.origin.as_ref()) > origin_rank(a.origin.as_ref()) {
             a.origin.clone_from(&d.origin);
             a.origin_event = Some(d.event.clone());
             a.summary.clone_from(&d.summary);
+            if origin_rank(d.origin.as_ref()) == 2 {
+                origin_news = d.origin.as_ref().map(origin_cause);
+            }
         }
         // The rule as it is now (it may have been edited since the alert opened).
         a.title = d.title.to_string();
@@ -340,8 +346,12 @@ impl Working {
             plan.report.updated += 1;
         }
         self.took_matches = true;
-        let cause = format!("rule matched eventID {} in {} ({} matches)", d.event.event_id, d.event.account_id, a.count);
-        if a.last_seen.saturating_sub(a.last_notified) >= a.notify_every_ms {
+        let mut cause = format!("rule matched eventID {} in {} ({} matches)", d.event.event_id, d.event.account_id, a.count);
+        if let Some(news) = origin_news {
+            cause = format!("{cause}; {news}");
+            let at = d.event.event_time;
+            self.push(TransitionKind::Updated, at, cause, None, wall_now, plan);
+        } else if a.last_seen.saturating_sub(a.last_notified) >= a.notify_every_ms {
             a.last_notified = a.last_seen;
             let at = a.last_seen;
             self.push(TransitionKind::Updated, at, cause, None, wall_now, plan);

@@ -255,8 +255,13 @@ async fn a_later_match_with_a_better_origin_replaces_a_waiting_one() {
     let derived = Origin { confidence: Confidence::Derived, principal: Some("alice".into()), ..exact_alice() };
     let also_settled = Detection { origin: Some(derived), ..alice("ev-4", T0 + 3 * MINUTE) };
     lifecycle.apply(&[first], WALL).await.unwrap();
-    lifecycle.apply(&[second.clone(), unknown, also_settled], WALL).await.unwrap();
+    let report = lifecycle.apply(&[second.clone(), unknown, also_settled], WALL).await.unwrap();
+    assert_eq!(report.notifications, 1, "learning who is behind the alert is delivered at once, inside the notify window");
     let alert = all_alerts(store.as_ref()).await.remove(0);
+    let transitions = store.transitions(&alert.id).await.unwrap();
+    let told: Vec<&Transition> = transitions.iter().filter(|t| t.notify).collect();
+    assert_eq!(told.len(), 2, "opened, then the origin: {transitions:?}");
+    assert!(told[1].cause.contains("origin resolved: iam_user"), "{}", told[1].cause);
     assert_eq!(alert.origin, second.origin, "a settled origin beats a waiting one; no origin, or another settled one, does not replace it");
     assert_eq!(alert.origin_event.as_ref().map(|e| e.event_id.as_str()), Some("ev-2"));
     assert_eq!(alert.summary, second.summary, "the summary follows the origin's event");

@@ -7,7 +7,10 @@ use std::io::Read;
 use crate::event::{Event, FileOutcome, FileStatus, RecordError, RejectedRecord};
 use crate::identity::{Caller, Confidence, Hop, IssueKind, Origin, OriginKind, PendingItem, PendingStore, Session, SessionStore};
 use crate::layout::ObjectKind;
-use crate::ports::{Checkpoints, HistoryQuery, HistoryStore, LedgerEntry, LogSource, ObjectMeta, OriginUpdate};
+use crate::ports::{
+    AccountActivity, Checkpoints, EventFilter, FileActivity, HistoryQuery, HistoryStore, LedgerEntry, LogSource, ObjectMeta, OriginUpdate, PortError,
+    RegionActivity, MAX_SEARCH_LIMIT, MAX_SEARCH_RANGE_MS,
+};
 
 /// A realistic event for the suite.
 pub fn sample_event(account: &str, id: &str, time: i64) -> Event {
@@ -84,6 +87,8 @@ pub async fn history_store(store: &dyn HistoryStore) {
     let fetched = store.get("111122223333", "ev-origin").await.expect("get").expect("stored");
     assert_eq!(fetched.origin, Some(sample_origin(Confidence::Exact)), "a late resolution replaces the origin");
     assert_eq!(fetched.raw, resolved.raw, "the record itself is untouched");
+
+    history_search(store).await;
 }
 
 /// A realistic resolved origin: an IAM user two hops away.
@@ -169,6 +174,8 @@ pub async fn checkpoints(ledger: &dyn Checkpoints) {
     assert_eq!(summary.by_status.get(&FileStatus::Done), Some(&2));
     assert_eq!(summary.by_status.get(&FileStatus::Failed), None);
     assert_eq!(summary.events, 320);
+
+    file_activity(ledger).await;
 }
 
 /// A source: listing by prefix in key order, sizes, and streaming reads.
@@ -402,4 +409,365 @@ pub async fn pending_store(store: &dyn PendingStore) {
         "expired events no longer wait on their keys"
     );
     assert_eq!(store.count().await.expect("count"), 0);
+}
+
+/// Events for the search suite: `n` events ten minutes apart from `base`,
+/// two at each time, with every searched field varying on its own cycle.
+fn search_events(base: i64, from: usize, n: usize) -> Vec<Event> {
+    const ACCOUNTS: [&str; 3] = ["210000000001", "210000000002", "210000000003"];
+    const CALLS: [(&str, &str); 4] =
+        [("ec2.amazonaws.com", "DescribeInstances"), ("iam.amazonaws.com", "CreateUser"), ("s3.amazonaws.com", "GetObject"), ("kms.amazonaws.com", "Decrypt")];
+    (from..from + n)
+        .map(|i| {
+            let mut e = sample_event(ACCOUNTS[i % 3], &format!("search-{i:04}"), base + (i as i64 / 2) * 10 * MINUTE);
+            e.region = ["eu-west-1", "us-east-1"][i % 2].into();
+            (e.event_source, e.event_name) = (CALLS[i % 4].0.into(), CALLS[i % 4].1.into());
+            if let Some(actor) = e.actor.as_mut() {
+                actor.arn = Some(format!("arn:aws:iam::{}:user/{}", ACCOUNTS[i % 3], ["alice", "bob", "ci", "dana", "erin"][i % 5]));
+            }
+            e.source_ip = Some(if i % 7 == 0 { "203.0.113.9" } else { "198.51.100.7" }.into());
+            e.error_code = (i % 6 == 0).then(|| "AccessDenied".into());
+            e.read_only = [Some(true), Some(false), None, Some(true)][i % 4];
+            e.origin = match i % 3 {
+                0 => Some(search_origin(OriginKind::IamUser, "arn:aws:iam::210000000009:user/alice")),
+                1 => Some(search_origin(OriginKind::IdentityCenterUser, "d-9067642ac7/bob")),
+                _ => None,
+            };
+            e
+        })
+        .collect()
+}
+
+fn search_origin(kind: OriginKind, principal: &str) -> Origin {
+    Origin { kind, principal: Some(principal.into()), ..sample_origin(Confidence::Exact) }
+}
+
+/// Every page of a search, following `next`, as (time, account, eventID);
+/// `between` runs after each page (to store more events meanwhile).
+async fn search_all(store: &dyn HistoryStore, filter: &EventFilter, between: &mut dyn FnMut(usize) -> Vec<Event>) -> Vec<(i64, String, String)> {
+    let mut filter = filter.clone();
+    let mut seen = Vec::new();
+    for page_number in 0.. {
+        let page = store.search(&filter).await.expect("search");
+        assert!(page.hits.len() <= filter.limit, "a search page holds at most `limit` events");
+        for hit in &page.hits {
+            assert_eq!(hit.cursor.event_time, hit.event.event_time, "a hit's cursor is at its event's time");
+        }
+        assert_eq!(page.next.is_some(), page.hits.len() == filter.limit, "a full page has a next, a short one none");
+        if let Some(next) = page.next {
+            assert_eq!(page.hits.last().map(|h| h.cursor), Some(next), "a page's next is its last hit's cursor");
+        }
+        seen.extend(page.hits.iter().map(|h| (h.event.event_time, h.event.account_id.clone(), h.event.event_id.clone())));
+        let more = between(page_number);
+        if !more.is_empty() {
+            store.append(more.into()).await.expect("append between pages");
+        }
+        match page.next {
+            Some(next) => filter.after = Some(next),
+            None => break,
+        }
+        assert!(page_number < 10_000, "search paging ends");
+    }
+    seen
+}
+
+fn ids(events: &[Event]) -> Vec<(i64, String, String)> {
+    events.iter().map(|e| (e.event_time, e.account_id.clone(), e.event_id.clone())).collect()
+}
+
+/// What a search must return from `stored` (in arrival order): the events in
+/// the range that match, in (event time, arrival) order.
+fn expected(stored: &[Event], filter: &EventFilter) -> Vec<(i64, String, String)> {
+    let mut found: Vec<&Event> = stored.iter().filter(|e| e.event_time >= filter.since && e.event_time < filter.until && filter.matches(e)).collect();
+    found.sort_by_key(|e| e.event_time); // stable: arrival order breaks ties
+    found.into_iter().map(|e| (e.event_time, e.account_id.clone(), e.event_id.clone())).collect()
+}
+
+/// Search: every filter alone and together, the time bounds (`since`
+/// inclusive, `until` exclusive), refused ranges and limits, paging while
+/// events are stored between pages, origins replaced by `set_origins`, and
+/// the newest event per account and region. Uses its own accounts
+/// (2100000000xx) and times, so it can run on a store other suites used.
+pub async fn history_search(store: &dyn HistoryStore) {
+    let base = 1_720_000_123_000; // not on an hour: ranges cross hour boundaries
+    let mut stored = search_events(base, 0, 60);
+    for chunk in stored.chunks(25) {
+        store.append(chunk.to_vec().into()).await.expect("append");
+    }
+    let (since, until) = (base, base + 30 * 10 * MINUTE);
+    let all = EventFilter::new(since, until, 1000);
+    let search = |f: EventFilter| async move { search_all(store, &f, &mut |_| Vec::new()).await };
+
+    // The oracle agrees with hand counts, so the suite does not test the filter with itself alone.
+    let count = |f: EventFilter| expected(&stored, &f).len();
+    assert_eq!(count(all.clone()), 60);
+    assert_eq!(count(EventFilter { account: Some("210000000002".into()), ..all.clone() }), 20);
+    assert_eq!(count(EventFilter { read_only: Some(false), ..all.clone() }), 15);
+    assert_eq!(count(EventFilter { origin_principal: Some("d-9067642ac7/bob".into()), ..all.clone() }), 20);
+
+    assert_eq!(search(all.clone()).await, ids(&stored), "a search without filters returns the range in (event time, arrival) order");
+    let filters: Vec<(&str, EventFilter)> = vec![
+        ("account", EventFilter { account: Some("210000000003".into()), ..all.clone() }),
+        ("region", EventFilter { region: Some("us-east-1".into()), ..all.clone() }),
+        ("event source", EventFilter { event_source: Some("iam.amazonaws.com".into()), ..all.clone() }),
+        ("event name", EventFilter { event_name: Some("Decrypt".into()), ..all.clone() }),
+        ("actor ARN", EventFilter { actor_arn: Some("arn:aws:iam::210000000001:user/dana".into()), ..all.clone() }),
+        ("origin principal", EventFilter { origin_principal: Some("arn:aws:iam::210000000009:user/alice".into()), ..all.clone() }),
+        ("origin kind", EventFilter { origin_kind: Some(OriginKind::IdentityCenterUser), ..all.clone() }),
+        ("source IP", EventFilter { source_ip: Some("203.0.113.9".into()), ..all.clone() }),
+        ("error code", EventFilter { error_code: Some("AccessDenied".into()), ..all.clone() }),
+        ("read-only", EventFilter { read_only: Some(true), ..all.clone() }),
+        ("not read-only", EventFilter { read_only: Some(false), ..all.clone() }),
+        ("no such value", EventFilter { event_name: Some("describeinstances".into()), ..all.clone() }),
+        (
+            "account, region and read-only",
+            EventFilter { account: Some("210000000001".into()), region: Some("eu-west-1".into()), read_only: Some(true), ..all.clone() },
+        ),
+        (
+            "origin principal and kind with event source",
+            EventFilter {
+                origin_principal: Some("d-9067642ac7/bob".into()),
+                origin_kind: Some(OriginKind::IdentityCenterUser),
+                event_source: Some("iam.amazonaws.com".into()),
+                ..all.clone()
+            },
+        ),
+        (
+            "origin principal of another kind",
+            EventFilter { origin_principal: Some("d-9067642ac7/bob".into()), origin_kind: Some(OriginKind::IamUser), ..all.clone() },
+        ),
+        (
+            "every filter",
+            EventFilter {
+                account: Some("210000000001".into()),
+                region: Some("eu-west-1".into()),
+                event_source: Some("ec2.amazonaws.com".into()),
+                event_name: Some("DescribeInstances".into()),
+                actor_arn: Some("arn:aws:iam::210000000001:user/alice".into()),
+                origin_principal: Some("arn:aws:iam::210000000009:user/alice".into()),
+                origin_kind: Some(OriginKind::IamUser),
+                source_ip: Some("203.0.113.9".into()),
+                error_code: Some("AccessDenied".into()),
+                read_only: Some(true),
+                ..all.clone()
+            },
+        ),
+    ];
+    for (name, filter) in filters {
+        let want = expected(&stored, &filter);
+        assert_eq!(search(filter.clone()).await, want, "search by {name}");
+        let paged = search(EventFilter { limit: 3, ..filter }).await;
+        assert_eq!(paged, want, "search by {name}, in pages of 3");
+    }
+    let every = expected(
+        &stored,
+        &EventFilter {
+            account: Some("210000000001".into()),
+            actor_arn: Some("arn:aws:iam::210000000001:user/alice".into()),
+            origin_principal: Some("arn:aws:iam::210000000009:user/alice".into()),
+            error_code: Some("AccessDenied".into()),
+            ..all.clone()
+        },
+    );
+    assert!(!every.is_empty(), "the combined filters of the suite match something");
+
+    // Time bounds: since inclusive, until exclusive, at the events' own times.
+    let (t4, t9) = (stored[8].event_time, stored[18].event_time);
+    let bounded = search(EventFilter::new(t4, t9, 1000)).await;
+    assert_eq!(bounded, ids(&stored[8..18]), "since is inclusive and until exclusive");
+    assert_eq!(search(EventFilter::new(t4, t4, 10)).await, vec![], "an empty range finds nothing");
+    let principal = EventFilter { origin_principal: Some("d-9067642ac7/bob".into()), ..EventFilter::new(t4, t9, 1000) };
+    assert_eq!(search(principal.clone()).await, expected(&stored, &principal), "since inclusive and until exclusive with an origin principal");
+    let far = EventFilter::new(base - 20 * 24 * HOUR, base - 19 * 24 * HOUR, 10);
+    assert_eq!(search(far).await, vec![], "a range before every event finds nothing");
+
+    // Refused: ranges over the limit, backwards ranges, and page sizes out of bounds.
+    let refused = |f: EventFilter, why: &'static str| async move {
+        match store.search(&f).await {
+            Err(e @ PortError::Invalid { .. }) => assert!(!e.is_retryable(), "{why}: not retryable"),
+            other => panic!("{why}: expected PortError::Invalid, got {other:?}"),
+        }
+    };
+    let widest = EventFilter::new(base, base + MAX_SEARCH_RANGE_MS, 10);
+    assert!(store.search(&widest).await.is_ok(), "a range of exactly MAX_SEARCH_RANGE_MS is allowed");
+    refused(EventFilter::new(base, base + MAX_SEARCH_RANGE_MS + 1, 10), "a range over MAX_SEARCH_RANGE_MS is refused").await;
+    refused(EventFilter { origin_principal: Some("x".into()), ..EventFilter::new(i64::MIN, i64::MAX, 10) }, "an unbounded range is refused").await;
+    refused(EventFilter::new(base + 1, base, 10), "a range that ends before it starts is refused").await;
+    refused(EventFilter::new(base, base + 1, 0), "a page of 0 events is refused").await;
+    refused(EventFilter::new(base, base + 1, MAX_SEARCH_LIMIT + 1), "a page over MAX_SEARCH_LIMIT is refused").await;
+
+    // Paging while events are stored between pages: later events (and one at
+    // the very time of the cursor) show up once; nothing repeats or is skipped.
+    for filter in [
+        EventFilter { limit: 4, ..all.clone() },
+        EventFilter { origin_principal: Some("arn:aws:iam::210000000009:user/alice".into()), limit: 2, ..all.clone() },
+        EventFilter { account: Some("210000000002".into()), read_only: Some(true), limit: 1, ..all.clone() },
+    ] {
+        let mut next_index = 1000 + stored.len();
+        let mut added: Vec<Event> = Vec::new();
+        let before = stored.clone();
+        let seen = search_all(store, &filter, &mut |page| {
+            if page > 8 {
+                return Vec::new();
+            }
+            // Two events at the end of the range: times late enough to come after any cursor.
+            let mut more = search_events(base, next_index, 2);
+            for e in &mut more {
+                e.event_time = until - 1 - (8 - page as i64) * 1000;
+            }
+            next_index += 2;
+            added.extend(more.iter().cloned());
+            more
+        })
+        .await;
+        stored.extend(added);
+        let want = expected(&stored, &filter);
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "no event is repeated across search pages while events are stored");
+        assert_eq!(seen, want, "pages of a search skip nothing stored after the cursor while events are stored between pages");
+        assert!(want.len() > expected(&before, &filter).len(), "the suite did store matching events between pages");
+    }
+    // An event stored at the cursor's own time, after the cursor's event, is on the next page.
+    let page = store.search(&EventFilter { limit: 1, ..EventFilter::new(stored[0].event_time, until, 1) }).await.expect("search");
+    let cursor = page.next.expect("a full page has a next");
+    let mut tie = search_events(base, 5000, 1);
+    tie[0].event_time = cursor.event_time;
+    store.append(tie.clone().into()).await.expect("append a tie");
+    stored.extend(tie.clone());
+    let rest = search_all(store, &EventFilter { after: Some(cursor), ..EventFilter::new(stored[0].event_time, until, 5) }, &mut |_| Vec::new()).await;
+    assert!(rest.contains(&ids(&tie)[0]), "an event stored later at the cursor's time comes after the cursor");
+    let first = &page.hits[0].event;
+    assert!(!rest.contains(&(first.event_time, first.account_id.clone(), first.event_id.clone())), "the cursor's own event is not repeated");
+    // Resuming after any hit of a page continues right after it.
+    let five = store.search(&EventFilter::new(since, until, 5)).await.expect("search");
+    let after_second = store.search(&EventFilter { after: Some(five.hits[1].cursor), ..EventFilter::new(since, until, 3) }).await.expect("search");
+    assert_eq!(
+        after_second.hits.iter().map(|h| &h.event.event_id).collect::<Vec<_>>(),
+        five.hits[2..5].iter().map(|h| &h.event.event_id).collect::<Vec<_>>(),
+        "a search resumed after a hit's cursor continues right after that hit"
+    );
+
+    // Origin filters follow set_origins.
+    let moved = stored.iter().find(|e| e.origin.as_ref().and_then(|o| o.principal.as_deref()) == Some("d-9067642ac7/bob")).expect("an event of bob").clone();
+    let carol = search_origin(OriginKind::SamlUser, "carol@example.com");
+    let update = OriginUpdate { account_id: moved.account_id.clone(), event_id: moved.event_id.clone(), event_time: moved.event_time, origin: carol.clone() };
+    assert_eq!(store.set_origins(vec![update].into()).await.expect("set origins"), 1);
+    if let Some(e) = stored.iter_mut().find(|e| e.account_id == moved.account_id && e.event_id == moved.event_id) {
+        e.origin = Some(carol);
+    }
+    let by_carol = EventFilter { origin_principal: Some("carol@example.com".into()), ..all.clone() };
+    assert_eq!(search(by_carol).await, ids(std::slice::from_ref(&moved)), "a search by origin finds the event under its new origin");
+    let by_bob = EventFilter { origin_principal: Some("d-9067642ac7/bob".into()), ..all.clone() };
+    let bob = search(by_bob.clone()).await;
+    assert!(!bob.iter().any(|(_, a, id)| *a == moved.account_id && *id == moved.event_id), "a search by the old origin no longer finds it");
+    assert_eq!(bob, expected(&stored, &by_bob));
+    let saml = search(EventFilter { origin_kind: Some(OriginKind::SamlUser), ..all.clone() }).await;
+    assert_eq!(saml, ids(std::slice::from_ref(&moved)), "a search by origin kind follows the new origin");
+
+    // The newest event per account and region.
+    let last = store.last_events().await.expect("last events");
+    for account in ["210000000001", "210000000002", "210000000003"] {
+        for region in ["eu-west-1", "us-east-1"] {
+            let newest = stored.iter().filter(|e| e.account_id == account && e.region == region).map(|e| e.event_time).max();
+            let found = last.iter().find(|l| l.account_id == account && l.region == region).map(|l| l.event_time);
+            assert_eq!(found, newest, "last_events: the newest event of {account} in {region}");
+        }
+    }
+    let mut order = last.iter().map(|l| (l.account_id.clone(), l.region.clone())).collect::<Vec<_>>();
+    let unsorted = order.clone();
+    order.sort();
+    assert_eq!(order, unsorted, "last_events come by account, then region");
+}
+
+fn file_at(account: &str, region: &str, kind: ObjectKind, file_time: i64, status: FileStatus, events: u64) -> FileOutcome {
+    let key = crate::layout::TrailKey::log("", Some("o-a1b2c3d4e5"), account, kind, region, file_time, &format!("{file_time:016X}")).to_key();
+    FileOutcome { key, kind, account_id: account.into(), region: region.into(), modified: file_time + 3 * MINUTE, ..outcome("", status, events) }
+}
+
+/// Ingest health per account and region: files of events (digests aside),
+/// failures, the newest file by the time in its key, and when files were last
+/// recorded. Uses its own accounts (3100000000xx).
+pub async fn file_activity(ledger: &dyn Checkpoints) {
+    let t0 = 1_720_000_020_000 - 1_720_000_020_000 % MINUTE;
+    let (a, b) = ("310000000001", "310000000002");
+    ledger
+        .record(
+            vec![
+                file_at(a, "us-east-1", ObjectKind::Log, t0, FileStatus::Done, 10),
+                file_at(a, "us-east-1", ObjectKind::Log, t0 + 5 * MINUTE, FileStatus::Failed, 2),
+                file_at(a, "us-east-1", ObjectKind::Digest, t0 + HOUR, FileStatus::Digest, 0),
+                file_at(a, "eu-west-1", ObjectKind::Insight, t0 + 10 * MINUTE, FileStatus::Done, 3),
+            ]
+            .into(),
+            100,
+        )
+        .await
+        .expect("record");
+    ledger.record(vec![file_at(b, "us-east-1", ObjectKind::Log, t0 - HOUR, FileStatus::Empty, 0)].into(), 200).await.expect("record");
+    // Recorded later though older: the last file time is the newest key, the
+    // last processing the newest record.
+    ledger.record(vec![file_at(a, "us-east-1", ObjectKind::Log, t0 - 2 * HOUR, FileStatus::Done, 5)].into(), 300).await.expect("record");
+
+    let ours: Vec<FileActivity> = ledger.activity().await.expect("activity").into_iter().filter(|f| f.account_id.starts_with("3100000000")).collect();
+    let fa = |account: &str, region: &str, last_file_time, last_processed_at, files, failed, events| FileActivity {
+        account_id: account.into(),
+        region: region.into(),
+        last_file_time,
+        last_processed_at,
+        files,
+        failed,
+        events,
+    };
+    assert_eq!(
+        ours,
+        vec![
+            fa(a, "eu-west-1", t0 + 10 * MINUTE, 100, 1, 0, 3),
+            fa(a, "us-east-1", t0 + 5 * MINUTE, 300, 3, 1, 17),
+            fa(b, "us-east-1", t0 - HOUR, 200, 1, 0, 0),
+        ],
+        "activity per account and region, by account then region, digests aside, the file time from the key"
+    );
+    // A retry that succeeds is no longer a failure.
+    ledger.record(vec![file_at(a, "us-east-1", ObjectKind::Log, t0 + 5 * MINUTE, FileStatus::Done, 4)].into(), 400).await.expect("record");
+    let again = ledger.activity().await.expect("activity");
+    let region = again.iter().find(|f| f.account_id == a && f.region == "us-east-1").expect("account a in us-east-1");
+    assert_eq!((region.files, region.failed, region.events, region.last_processed_at), (3, 0, 19, 400), "a retried file counts once, as its last outcome");
+}
+
+/// Accounts seen ([`crate::ports::account_activity`]) from a ledger and a
+/// history: accounts with files or events, the newest event per account and
+/// region, and the files' health. Uses accounts 4100000000xx.
+pub async fn account_activity(ledger: &dyn Checkpoints, history: &dyn HistoryStore) {
+    let t0 = 1_720_000_020_000 - 1_720_000_020_000 % MINUTE;
+    let (a, b) = ("410000000001", "410000000002");
+    ledger.record(vec![file_at(a, "us-east-1", ObjectKind::Log, t0, FileStatus::Done, 2)].into(), 100).await.expect("record");
+    let mut events = vec![sample_event(a, "aa-1", t0 - MINUTE), sample_event(a, "aa-2", t0 - 2 * MINUTE), sample_event(b, "bb-1", t0 - HOUR)];
+    events[0].region = "us-east-1".into();
+    events[1].region = "us-east-1".into();
+    history.append(events.into()).await.expect("append");
+    let ours: Vec<AccountActivity> = crate::ports::account_activity(ledger, history)
+        .await
+        .expect("account activity")
+        .into_iter()
+        .filter(|a| a.account_id.starts_with("4100000000"))
+        .collect();
+    let files = FileActivity { account_id: a.into(), region: "us-east-1".into(), last_file_time: t0, last_processed_at: 100, files: 1, failed: 0, events: 2 };
+    assert_eq!(
+        ours,
+        vec![
+            AccountActivity {
+                account_id: a.into(),
+                last_event_time: Some(t0 - MINUTE),
+                regions: vec![RegionActivity { region: "us-east-1".into(), last_event_time: Some(t0 - MINUTE), files: Some(files) }],
+            },
+            AccountActivity {
+                account_id: b.into(),
+                last_event_time: Some(t0 - HOUR),
+                regions: vec![RegionActivity { region: "eu-west-1".into(), last_event_time: Some(t0 - HOUR), files: None }],
+            },
+        ],
+        "accounts seen: the ledger's files and history's newest events, per account and region"
+    );
 }

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use crate::event::{Event, FileOutcome, FileStatus, RejectedRecord};
 use crate::identity::{PendingItem, PendingStore, Session, SessionStore};
 use crate::ports::{
-    Checkpoints, HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, LedgerEntry, LedgerSummary, LogSource, ObjectBody, ObjectMeta, OriginUpdate,
-    PortError, WriteReport,
+    Checkpoints, EventFilter, FileActivity, HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, LastEvent, LedgerEntry, LedgerSummary, LogSource,
+    ObjectBody, ObjectMeta, OriginUpdate, PortError, SearchHit, SearchPage, WriteReport,
 };
 use crate::time::EpochMillis;
 
@@ -137,6 +137,28 @@ impl Checkpoints for MemoryCheckpoints {
     async fn rejected(&self, key: &str) -> Result<Vec<RejectedRecord>, PortError> {
         Ok(lock(&self.entries).get(key).map(|(_, r)| r.clone()).unwrap_or_default())
     }
+
+    async fn activity(&self) -> Result<Vec<FileActivity>, PortError> {
+        let mut by_region: BTreeMap<(String, String), FileActivity> = BTreeMap::new();
+        for (e, _) in lock(&self.entries).values().filter(|(e, _)| e.kind.has_events()) {
+            let file_time = crate::layout::classify(&e.key).map_or(e.modified, |k| k.file_time);
+            let a = by_region.entry((e.account_id.clone(), e.region.clone())).or_insert_with(|| FileActivity {
+                account_id: e.account_id.clone(),
+                region: e.region.clone(),
+                last_file_time: file_time,
+                last_processed_at: e.processed_at,
+                files: 0,
+                failed: 0,
+                events: 0,
+            });
+            a.last_file_time = a.last_file_time.max(file_time);
+            a.last_processed_at = a.last_processed_at.max(e.processed_at);
+            a.files += 1;
+            a.failed += u64::from(e.status == FileStatus::Failed);
+            a.events += e.events;
+        }
+        Ok(by_region.into_values().collect())
+    }
 }
 
 /// Event history in memory.
@@ -224,6 +246,36 @@ impl HistoryStore for MemoryHistory {
     async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError> {
         let inner = lock(&self.inner);
         Ok(inner.seen.get(&(account_id.to_owned(), event_id.to_owned())).and_then(|c| inner.by_time.get(c)).cloned())
+    }
+
+    async fn search(&self, filter: &EventFilter) -> Result<SearchPage, PortError> {
+        filter.validate()?;
+        let inner = lock(&self.inner);
+        let since = HistoryCursor { event_time: filter.since, seq: i64::MIN };
+        let start = filter.after.map_or(since, |c| since.max(HistoryCursor { event_time: c.event_time, seq: c.seq.saturating_add(1) }));
+        let end = HistoryCursor { event_time: filter.until, seq: i64::MIN };
+        let mut page = SearchPage::default();
+        if start >= end {
+            return Ok(page);
+        }
+        for (cursor, event) in inner.by_time.range(start..end).filter(|(_, e)| filter.matches(e)).take(filter.limit) {
+            page.hits.push(SearchHit { cursor: *cursor, event: event.clone() });
+            page.next = Some(*cursor);
+        }
+        if page.hits.len() < filter.limit {
+            page.next = None;
+        }
+        Ok(page)
+    }
+
+    async fn last_events(&self) -> Result<Vec<LastEvent>, PortError> {
+        let mut last: BTreeMap<(&str, &str), EpochMillis> = BTreeMap::new();
+        let inner = lock(&self.inner);
+        for e in inner.by_time.values() {
+            let t = last.entry((&e.account_id, &e.region)).or_insert(e.event_time);
+            *t = (*t).max(e.event_time);
+        }
+        Ok(last.into_iter().map(|((a, r), t)| LastEvent { account_id: a.to_owned(), region: r.to_owned(), event_time: t }).collect())
     }
 }
 

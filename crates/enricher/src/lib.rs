@@ -200,7 +200,7 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                 }
             }
             if let Some(alerting) = &mut alerting {
-                if let Err(e) = alerting.process(&config, &stored, &updates, &stats).await {
+                if let Err(e) = alerting.process(&config, ports.history.as_ref(), &stored, &updates, &stats).await {
                     error!(error = %e, events = stored.len(), "raising alerts failed; the files will be read again");
                     for key in &keys {
                         failed.entry(key.clone()).or_insert_with(|| format!("raising its alerts failed: {e}"));
@@ -237,7 +237,7 @@ mod tests {
     use trailwatch_core::conformance::sample_event;
     use trailwatch_core::layout::ObjectKind;
     use trailwatch_core::memory::{MemoryCheckpoints, MemoryHistory};
-    use trailwatch_core::ports::{HistoryPage, HistoryQuery, OriginUpdate, WriteReport};
+    use trailwatch_core::ports::{EventFilter, HistoryPage, HistoryQuery, LastEvent, OriginUpdate, SearchPage, WriteReport};
 
     /// History that fails its first `failures` appends, retryably or not.
     struct Flaky {
@@ -266,6 +266,12 @@ mod tests {
         }
         async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError> {
             self.inner.get(account_id, event_id).await
+        }
+        async fn search(&self, filter: &EventFilter) -> Result<SearchPage, PortError> {
+            self.inner.search(filter).await
+        }
+        async fn last_events(&self) -> Result<Vec<LastEvent>, PortError> {
+            self.inner.last_events().await
         }
     }
 

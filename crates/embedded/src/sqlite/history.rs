@@ -7,14 +7,18 @@
 //! Those two are JSON documents that the events of a session share, stored
 //! once ([`super::documents`]). The record itself is stored byte for byte.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, TransactionBehavior};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, ToSql, TransactionBehavior};
 use trailwatch_core::event::Event;
 use trailwatch_core::identity::{Caller, Origin};
-use trailwatch_core::ports::{HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, OriginUpdate, PortError, WriteReport};
+use trailwatch_core::ports::{
+    EventFilter, HistoryCursor, HistoryPage, HistoryQuery, HistoryStore, LastEvent, OriginUpdate, PortError, SearchHit, SearchPage, WriteReport,
+};
 use trailwatch_core::view::RecordView;
 
 use super::documents::{Document, DocumentCache, Documents, Loaded};
@@ -34,6 +38,12 @@ ON CONFLICT (event_time, account_id, event_id) DO NOTHING";
 const ADD_TO_COUNT: &str = "UPDATE counters SET value = value + ?1 WHERE name = 'events'";
 
 const COUNT: &str = "SELECT value FROM counters WHERE name = 'events'";
+
+/// The newest event time per account and region (`event_regions`), kept in
+/// the transaction that adds the events.
+const TOUCH_REGION: &str = "
+INSERT INTO event_regions (account_id, region, last_event_time) VALUES (?1, ?2, ?3)
+ON CONFLICT (account_id, region) DO UPDATE SET last_event_time = max(last_event_time, excluded.last_event_time)";
 
 /// How many rows, in arrival order, make a bucket of the `events_by_id`
 /// index, as the schema writes it (`seq / 4096`).
@@ -94,6 +104,7 @@ impl Document for Origin {
 fn append(conn: &mut Connection, cache: &mut DocumentCache, events: &[Event]) -> rusqlite::Result<WriteReport> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut report = WriteReport::default();
+    let mut newest: HashMap<(&str, &str), i64> = HashMap::new();
     let (actors, origins) = {
         let (mut actors, mut origins) = (Documents::new(&tx, &cache.actors), Documents::new(&tx, &cache.origins));
         let mut insert = tx.prepare_cached(INSERT)?;
@@ -127,12 +138,20 @@ fn append(conn: &mut Connection, cache: &mut DocumentCache, events: &[Event]) ->
                 report.duplicates += 1;
             } else {
                 report.inserted += 1;
+                let t = newest.entry((&e.account_id, &e.region)).or_insert(e.event_time);
+                *t = (*t).max(e.event_time);
             }
         }
         (actors.stored(), origins.stored())
     };
     if report.inserted > 0 {
         tx.prepare_cached(ADD_TO_COUNT)?.execute([signed(report.inserted)])?;
+    }
+    if !newest.is_empty() {
+        let mut touch = tx.prepare_cached(TOUCH_REGION)?;
+        for ((account, region), time) in newest {
+            touch.execute(params![account, region, time])?;
+        }
     }
     tx.commit()?;
     cache.actors.remember(actors);
@@ -301,6 +320,125 @@ fn set_origins(conn: &mut Connection, cache: &mut DocumentCache, updates: &[Orig
     Ok(updated)
 }
 
+/// The minutes that lead `events_origin` (`event_time / 60000`, as the schema writes it).
+const ORIGIN_BUCKET_MS: i64 = 60_000;
+
+const LAST_EVENTS: &str = "SELECT account_id, region, last_event_time FROM event_regions ORDER BY account_id, region";
+
+/// Where a search starts: after the cursor, or at `since` (inclusive), whichever is later.
+fn search_start(filter: &EventFilter) -> HistoryCursor {
+    let since = HistoryCursor { event_time: filter.since, seq: i64::MIN };
+    filter.after.map_or(since, |after| after.max(since))
+}
+
+/// A search page's statement and its values in placeholder order. When it
+/// reads `events_origin`, the first value is the minute read; the last value
+/// is always the limit.
+struct SearchStatement {
+    sql: String,
+    values: Vec<Value>,
+    by_minute: bool,
+}
+
+/// With an origin principal, a search reads `events_origin` one minute at a
+/// time (minute and principal equal, then the time range: entries come in
+/// (event_time, seq) order); without, it seeks the time range of
+/// `events_time`. `INDEXED BY` pins the plan: no filter turns it into a scan,
+/// and SQLite refuses the statement rather than run it without its index.
+/// The other filters are checked on each row (`+` keeps SQLite from serving
+/// them from another index). Only the conditions set are in the statement,
+/// so each combination is its own cached statement.
+fn search_statement(filter: &EventFilter) -> SearchStatement {
+    let start = search_start(filter);
+    let (mut conditions, mut values) = (Vec::new(), Vec::new());
+    let by_minute = filter.origin_principal.is_some();
+    if let Some(principal) = &filter.origin_principal {
+        conditions.extend(["event_time / 60000 = ?", "origin_principal = ?"]);
+        values.extend([Value::Null, Value::Text(principal.clone())]);
+    }
+    // `seq` is never i64::MIN, so (since, i64::MIN) keeps `since` inclusive.
+    conditions.extend(["(event_time, seq) > (?, ?)", "event_time < ?"]);
+    values.extend([Value::Integer(start.event_time), Value::Integer(start.seq), Value::Integer(filter.until)]);
+    let texts = [
+        ("+account_id = ?", &filter.account),
+        ("+region = ?", &filter.region),
+        ("+event_source = ?", &filter.event_source),
+        ("+event_name = ?", &filter.event_name),
+        ("+actor_arn = ?", &filter.actor_arn),
+        ("+source_ip = ?", &filter.source_ip),
+        ("+error_code = ?", &filter.error_code),
+    ];
+    for (condition, value) in texts {
+        if let Some(value) = value {
+            conditions.push(condition);
+            values.push(Value::Text(value.clone()));
+        }
+    }
+    if let Some(kind) = filter.origin_kind {
+        conditions.push("+origin_kind = ?");
+        values.push(Value::Text(kind.as_str().to_owned()));
+    }
+    if let Some(read_only) = filter.read_only {
+        conditions.push("+read_only = ?");
+        values.push(Value::Integer(read_only.into()));
+    }
+    values.push(Value::Integer(signed(filter.limit as u64)));
+    let index = if by_minute { "events_origin" } else { "events_time" };
+    let sql =
+        format!(concat!("SELECT ", event_columns!(), " FROM events INDEXED BY {} WHERE {} ORDER BY event_time, seq LIMIT ?"), index, conditions.join(" AND "));
+    SearchStatement { sql, values, by_minute }
+}
+
+/// A search page (the filter is validated): one statement over the time
+/// range, or one per minute of it for an origin principal, until the page is
+/// full. All in one read transaction, so every minute comes from the same state.
+fn search(conn: &mut Connection, filter: &EventFilter) -> rusqlite::Result<SearchPage> {
+    let start = search_start(filter);
+    let mut page = SearchPage::default();
+    if start.event_time >= filter.until || filter.limit == 0 {
+        return Ok(page);
+    }
+    let mut statement = search_statement(filter);
+    let minutes = if statement.by_minute { start.event_time / ORIGIN_BUCKET_MS..=(filter.until - 1) / ORIGIN_BUCKET_MS } else { 0..=0 };
+    let tx = conn.transaction()?;
+    {
+        let mut select = tx.prepare_cached(&statement.sql)?;
+        let mut reader = Reader::new(&tx);
+        let mut last = None;
+        for minute in minutes {
+            if statement.by_minute {
+                statement.values[0] = Value::Integer(minute);
+            }
+            if let Some(limit) = statement.values.last_mut() {
+                *limit = Value::Integer(signed((filter.limit - page.hits.len()) as u64));
+            }
+            let mut rows = select.query(params_from_iter(statement.values.iter()))?;
+            while let Some(row) = rows.next()? {
+                let event = reader.event(row)?;
+                let cursor = HistoryCursor { event_time: event.event_time, seq: row.get(0)? };
+                last = Some(cursor);
+                page.hits.push(SearchHit { cursor, event });
+            }
+            if page.hits.len() >= filter.limit {
+                break;
+            }
+        }
+        // A full page may have more after it; a short one is the last.
+        if page.hits.len() >= filter.limit {
+            page.next = last;
+        }
+    }
+    tx.commit()?;
+    Ok(page)
+}
+
+/// The newest event time per account and region, from `event_regions`.
+fn last_events(conn: &Connection) -> rusqlite::Result<Vec<LastEvent>> {
+    let mut select = conn.prepare_cached(LAST_EVENTS)?;
+    let rows = select.query_map([], |row| Ok(LastEvent { account_id: row.get(0)?, region: row.get(1)?, event_time: row.get(2)? }))?;
+    rows.collect()
+}
+
 #[async_trait]
 impl HistoryStore for SqliteStore {
     async fn append(&self, events: Arc<[Event]>) -> Result<WriteReport, PortError> {
@@ -332,11 +470,22 @@ impl HistoryStore for SqliteStore {
         let (account_id, event_id) = (account_id.to_owned(), event_id.to_owned());
         self.read(move |conn| get(conn, &account_id, &event_id)).await
     }
+
+    async fn search(&self, filter: &EventFilter) -> Result<SearchPage, PortError> {
+        filter.validate()?;
+        let filter = filter.clone();
+        self.read(move |conn| search(conn, &filter)).await
+    }
+
+    async fn last_events(&self) -> Result<Vec<LastEvent>, PortError> {
+        self.read(|conn| last_events(conn)).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trailwatch_core::ports::EventFilter;
 
     #[test]
     fn pages_use_the_time_index_without_sorting() {
@@ -380,5 +529,64 @@ mod tests {
             .expect("rows");
         let plan = plan.join("; ");
         assert!(plan.contains("USING INDEX events_by_id (<expr>=? AND <expr>=?)"), "{plan}");
+    }
+
+    #[test]
+    fn every_search_seeks_an_index_and_never_sorts() {
+        let conn = Connection::open_in_memory().expect("memory database");
+        conn.execute_batch(super::super::schema::MIGRATIONS.join("\n").as_str()).expect("schema");
+        let base = EventFilter::new(1_000, 2_000, 10);
+        let text = || Some("x".to_owned());
+        let mut filters = vec![
+            base.clone(),
+            EventFilter { account: text(), ..base.clone() },
+            EventFilter { region: text(), ..base.clone() },
+            EventFilter { event_source: text(), ..base.clone() },
+            EventFilter { event_name: text(), ..base.clone() },
+            EventFilter { actor_arn: text(), ..base.clone() },
+            EventFilter { origin_principal: text(), ..base.clone() },
+            EventFilter { origin_kind: Some(trailwatch_core::identity::OriginKind::Root), ..base.clone() },
+            EventFilter { source_ip: text(), ..base.clone() },
+            EventFilter { error_code: text(), ..base.clone() },
+            EventFilter { read_only: Some(false), ..base.clone() },
+            EventFilter { after: Some(HistoryCursor { event_time: 1_500, seq: 7 }), ..base.clone() },
+        ];
+        let everything = EventFilter {
+            account: text(),
+            region: text(),
+            event_source: text(),
+            event_name: text(),
+            actor_arn: text(),
+            origin_kind: Some(trailwatch_core::identity::OriginKind::Root),
+            source_ip: text(),
+            error_code: text(),
+            read_only: Some(true),
+            after: Some(HistoryCursor { event_time: 1_500, seq: 7 }),
+            ..base.clone()
+        };
+        filters.push(everything.clone());
+        filters.push(EventFilter { origin_principal: text(), ..everything });
+        for filter in filters {
+            let mut statement = search_statement(&filter);
+            if statement.by_minute {
+                statement.values[0] = Value::Integer(0);
+            }
+            let sql = format!("EXPLAIN QUERY PLAN {}", statement.sql);
+            let plan: Vec<String> = conn
+                .prepare(&sql)
+                .expect("explain")
+                .query_map(params_from_iter(statement.values.iter()), |row| row.get(3))
+                .expect("plan")
+                .collect::<Result<_, _>>()
+                .expect("plan rows");
+            let plan = plan.join("; ");
+            let seek = if filter.origin_principal.is_some() {
+                "SEARCH events USING INDEX events_origin (<expr>=? AND origin_principal=? AND event_time"
+            } else {
+                "SEARCH events USING INDEX events_time (event_time"
+            };
+            assert!(plan.starts_with(seek), "{filter:?}: {plan}");
+            assert!(!plan.contains("SCAN") && !plan.contains("TEMP B-TREE"), "{filter:?}: {plan}");
+        }
     }
 }

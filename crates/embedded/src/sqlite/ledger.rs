@@ -7,20 +7,21 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use trailwatch_core::event::{FileOutcome, FileStatus, RecordError, RejectedRecord};
-use trailwatch_core::layout::ObjectKind;
-use trailwatch_core::ports::{Checkpoints, LedgerEntry, LedgerSummary, PortError};
+use trailwatch_core::layout::{self, ObjectKind};
+use trailwatch_core::ports::{Checkpoints, FileActivity, LedgerEntry, LedgerSummary, PortError};
 use trailwatch_core::time::EpochMillis;
 
 use super::{decode, signed, unsigned, SqliteStore};
 
 const UPSERT: &str = "
-INSERT INTO objects (key, kind, account_id, region, size, modified, status, events, rejected, bytes, attempts, error, processed_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12)
+INSERT INTO objects (key, kind, account_id, region, size, modified, status, events, rejected, bytes, attempts, error, processed_at, file_time)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?13)
 ON CONFLICT (key) DO UPDATE SET
     kind = excluded.kind, account_id = excluded.account_id, region = excluded.region,
     size = excluded.size, modified = excluded.modified, status = excluded.status,
     events = excluded.events, rejected = excluded.rejected, bytes = excluded.bytes,
-    attempts = objects.attempts + 1, error = excluded.error, processed_at = excluded.processed_at
+    attempts = objects.attempts + 1, error = excluded.error, processed_at = excluded.processed_at,
+    file_time = excluded.file_time
 RETURNING id";
 
 const CLEAR_REJECTS: &str = "DELETE FROM rejects WHERE object_id = ?1";
@@ -29,6 +30,15 @@ const INSERT_REJECT: &str = "INSERT INTO rejects (object_id, record_index, event
 
 /// The columns of a [`LedgerEntry`], in the order [`entry`] reads them.
 const ENTRY: &str = "key, kind, account_id, region, status, size, modified, events, rejected, attempts, error, processed_at";
+
+/// Ingest per account and region, over the files of events (not digests).
+/// It reads every row of the ledger (a row per file, a small table next to
+/// `events`); rows recorded before `file_time` existed count their `modified`.
+const ACTIVITY: &str = "
+SELECT account_id, region, max(coalesce(file_time, modified)), max(processed_at), count(*),
+       sum(status = 'failed'), sum(events)
+FROM objects WHERE kind <> 'digest'
+GROUP BY account_id, region ORDER BY account_id, region";
 
 const SUMMARY: &str = "SELECT status, count(*), sum(events), sum(rejected) FROM objects GROUP BY status";
 
@@ -76,6 +86,7 @@ fn record_one(tx: &rusqlite::Transaction<'_>, outcome: &FileOutcome, at: EpochMi
             signed(outcome.bytes),
             outcome.error,
             at,
+            layout::classify(&outcome.key).ok().map(|key| key.file_time),
         ],
         |row| row.get(0),
     )?;
@@ -129,6 +140,22 @@ fn problems(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<LedgerEntry
     rows.collect()
 }
 
+fn activity(conn: &Connection) -> rusqlite::Result<Vec<FileActivity>> {
+    let mut select = conn.prepare_cached(ACTIVITY)?;
+    let rows = select.query_map([], |row| {
+        Ok(FileActivity {
+            account_id: row.get(0)?,
+            region: row.get(1)?,
+            last_file_time: row.get(2)?,
+            last_processed_at: row.get(3)?,
+            files: unsigned(row, 4, "count")?,
+            failed: unsigned(row, 5, "failed")?,
+            events: unsigned(row, 6, "objects.events")?,
+        })
+    })?;
+    rows.collect()
+}
+
 fn rejected(conn: &Connection, key: &str) -> rusqlite::Result<Vec<RejectedRecord>> {
     let mut select = conn.prepare_cached(
         "SELECT r.record_index, r.event_id, r.reason, r.raw FROM rejects r JOIN objects o ON o.id = r.object_id \
@@ -175,6 +202,10 @@ impl Checkpoints for SqliteStore {
     async fn rejected(&self, key: &str) -> Result<Vec<RejectedRecord>, PortError> {
         let key = key.to_owned();
         self.read(move |conn| rejected(conn, &key)).await
+    }
+
+    async fn activity(&self) -> Result<Vec<FileActivity>, PortError> {
+        self.read(|conn| activity(conn)).await
     }
 }
 

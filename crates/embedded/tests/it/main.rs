@@ -10,3 +10,4 @@ mod dir_source;
 mod identity_stores;
 mod sinks;
 mod sqlite_store;
+mod search;

@@ -3,7 +3,14 @@
 //! outbox entries in one write), origins settled later update the alerts
 //! that carry them, and alerts quiet for their rule's period resolve — all
 //! in trail time, so a backfill raises what live ingest would have.
+//!
+//! An event checked while its origin was `pending` is checked again when
+//! the origin settles (or the chain moves a hop further back), against the rules whose condition tests an origin
+//! field ([`Detector::check_settled`]): the event is read back from history
+//! and given its new origin. A rule set without such rules (the built-in
+//! pack) reads nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tracing::warn;
@@ -12,7 +19,7 @@ use trailwatch_core::accounts::AccountDirectory;
 use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleReport};
 use trailwatch_core::alerts::Detection;
 use trailwatch_core::event::Event;
-use trailwatch_core::ports::{OriginUpdate, PortError};
+use trailwatch_core::ports::{HistoryStore, OriginUpdate, PortError};
 use trailwatch_core::rules::{Detector, RuleSet};
 use trailwatch_core::stats::PipelineStats;
 use trailwatch_core::time::EpochMillis;
@@ -45,11 +52,13 @@ impl Alerting {
         Alerting { ports, detector, detections: Vec::new(), watermark: EpochMillis::MIN }
     }
 
-    /// Checks stored events against the rules and applies the matches,
+    /// Checks stored events against the rules, and the events whose origin
+    /// settled against the rules on origin fields, and applies the matches;
     /// then origin updates, then quiet resolution up to the newest event time.
     pub(crate) async fn process(
         &mut self,
         config: &EnricherConfig,
+        history: &dyn HistoryStore,
         events: &[Event],
         updates: &[OriginUpdate],
         stats: &PipelineStats,
@@ -59,6 +68,9 @@ impl Alerting {
             self.watermark = self.watermark.max(event.event_time);
             let alias = self.ports.accounts.alias(&event.account_id);
             self.detector.check(event, alias, &mut self.detections);
+        }
+        if !updates.is_empty() && self.ports.rules.has_origin_rules() {
+            self.check_settled(config, history, updates).await;
         }
         PipelineStats::add(&stats.detections, self.detections.len() as u64);
         let mut notifications = 0;
@@ -90,6 +102,42 @@ impl Alerting {
             }
         }
         Ok(())
+    }
+
+    /// Reads each updated event back from history, gives it its new origin
+    /// and checks it against the rules on origin fields. An event that
+    /// cannot be read is skipped (one warning per batch): its update is not
+    /// repeated, so failing the batch would not bring the check back.
+    async fn check_settled(&mut self, config: &EnricherConfig, history: &dyn HistoryStore, updates: &[OriginUpdate]) {
+        // One event may be updated twice in a batch (a hop further back, then final): the last counts.
+        let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(updates.len());
+        for (i, u) in updates.iter().enumerate() {
+            last.insert((u.account_id.as_str(), u.event_id.as_str()), i);
+        }
+        let mut failed: Option<(&OriginUpdate, PortError, u64)> = None;
+        for (i, update) in updates.iter().enumerate() {
+            if last.get(&(update.account_id.as_str(), update.event_id.as_str())) != Some(&i) {
+                continue;
+            }
+            let mut event = match with_retries(config, "history get", || history.get(&update.account_id, &update.event_id)).await {
+                Ok(Some(event)) => event,
+                // Not stored (its batch failed to store): it is checked when its file is read again.
+                Ok(None) => continue,
+                Err(e) => {
+                    match &mut failed {
+                        Some((_, _, n)) => *n += 1,
+                        None => failed = Some((update, e, 1)),
+                    }
+                    continue;
+                }
+            };
+            event.origin = Some(update.origin.clone());
+            let alias = self.ports.accounts.alias(&event.account_id);
+            self.detector.check_settled(&event, alias, &mut self.detections);
+        }
+        if let Some((first, e, events)) = failed {
+            warn!(error = %e, events, account_id = %first.account_id, event_id = %first.event_id, "reading events whose origin settled failed; the rules on origin fields miss them");
+        }
     }
 }
 

@@ -6,7 +6,8 @@
 //! the batch's own events, and events waiting from earlier files, see them),
 //! then the events are resolved, stored, and the origins of earlier events
 //! that a new session (or the pending bound) settled are updated; then the
-//! stored events are checked against the rules and the alerts they raise
+//! stored events are checked against the rules (and the events whose origin
+//! settled, against the rules on origin fields) and the alerts they raise
 //! are stored with their outbox entries.
 //!
 //! Order is the invariant: a file's outcome is recorded only after every one

@@ -40,6 +40,15 @@ impl Cond {
         }
     }
 
+    /// Calls `f` with every selection the condition names.
+    pub fn selections(&self, f: &mut dyn FnMut(usize)) {
+        match self {
+            Cond::Sel(i) => f(*i),
+            Cond::Not(c) => c.selections(f),
+            Cond::And(cs) | Cond::Or(cs) => cs.iter().for_each(|c| c.selections(f)),
+        }
+    }
+
     /// The values a field must take whenever the condition holds, given
     /// what each selection requires of it; None when it is unconstrained.
     pub fn required(&self, sel: &dyn Fn(usize) -> Option<BTreeSet<String>>) -> Option<BTreeSet<String>> {

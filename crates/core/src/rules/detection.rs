@@ -62,6 +62,13 @@ pub(crate) struct Selection {
     pub alternatives: Vec<Vec<FieldMatch>>,
 }
 
+impl Selection {
+    /// Whether any of its field matches reads an `origin.*` field.
+    pub fn uses_origin(&self) -> bool {
+        self.alternatives.iter().flatten().any(FieldMatch::uses_origin)
+    }
+}
+
 /// An IPv4 or IPv6 block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cidr {
@@ -152,6 +159,14 @@ fn any_of(tests: &[ValueTest], ctx: &Ctx<'_>, path: &FieldPath) -> bool {
 }
 
 impl FieldMatch {
+    /// Whether the match reads an `origin.*` field (as the field, or as the
+    /// field a `fieldref` compares with).
+    pub fn uses_origin(&self) -> bool {
+        let origin = |p: &FieldPath| matches!(p, FieldPath::Origin(_));
+        origin(&self.path)
+            || matches!(&self.check, Check::Values { tests, .. } if tests.iter().any(|t| matches!(t, ValueTest::FieldRef { other, .. } if origin(other))))
+    }
+
     pub fn matches(&self, ctx: &Ctx<'_>) -> bool {
         match &self.check {
             Check::Exists(want) => present(ctx, &self.path) == *want,

@@ -37,6 +37,8 @@ impl Default for DetectorConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DetectorStats {
     pub events: u64,
+    /// Events checked again because their origin settled ([`Detector::check_settled`]).
+    pub settled: u64,
     /// Events whose record was parsed (at least one rule was a candidate).
     pub events_parsed: u64,
     /// Rule evaluations (one rule on one event).
@@ -117,6 +119,37 @@ impl Detector {
         self.candidates = candidates;
     }
 
+    /// Checks again an event whose origin has just settled (`event.origin`
+    /// is the new one), against the rules whose condition tests an origin
+    /// field, through the index like [`Detector::check`]. Other rules are
+    /// not evaluated: their result cannot have changed, and their threshold
+    /// counts already hold the event.
+    ///
+    /// A rule matches here whenever it matches the settled origin, whether
+    /// or not it matched the origin the event had when first checked (that
+    /// origin is not at hand). A rule that matches both (one on
+    /// `origin.kind: iam_user`, when the derived origin was shown while the
+    /// session was missing; one on `origin.confidence|exists: true`) gives
+    /// the event a second detection: the lifecycle drops it when the event
+    /// is among its alert's samples, and counts it as one more match when
+    /// the event fell out of them; a threshold rule counts it again in its
+    /// group (if the event is still within the window and lateness).
+    pub fn check_settled(&mut self, event: &Event, account_alias: Option<&str>, out: &mut Vec<Detection>) {
+        if !self.rules.has_origin_rules() {
+            return;
+        }
+        self.stats.settled += 1;
+        self.advance(event.event_time);
+        let mut candidates = std::mem::take(&mut self.candidates);
+        self.rules.index().candidates(&event.event_name, &event.event_source, &mut candidates);
+        let rules = self.rules.rules();
+        candidates.retain(|&c| rules[c].uses_origin);
+        if !candidates.is_empty() {
+            self.evaluate(&candidates, event, account_alias, out);
+        }
+        self.candidates = candidates;
+    }
+
     /// Checks one event against one rule (through the index, like `check`).
     pub(crate) fn check_rule(&mut self, rule: usize, event: &Event, account_alias: Option<&str>, out: &mut Vec<Detection>) {
         self.stats.events += 1;
@@ -147,7 +180,7 @@ impl Detector {
             Ok(v) => v,
             Err(e) => {
                 self.stats.unreadable += 1;
-                if self.stats.unreadable == 1 || self.stats.unreadable % 1000 == 0 {
+                if self.stats.unreadable == 1 || self.stats.unreadable.is_multiple_of(1000) {
                     tracing::warn!(event_id = %event.event_id, account_id = %event.account_id, error = %e, unreadable = self.stats.unreadable, "rules skipped an event whose record is not JSON");
                 }
                 return;

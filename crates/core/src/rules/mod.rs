@@ -191,6 +191,12 @@ pub struct Rule {
     /// Whether it is checked only against the events its index names.
     pub indexed: bool,
     pub index: RuleIndex,
+    /// Whether its condition tests an `origin.*` field, so whether it can
+    /// match differently once an event's origin settles: such rules are
+    /// checked again then ([`Detector::check_settled`]). Origin fields in
+    /// the summary, `dedup.by` or `threshold.by` do not count: they do not
+    /// decide whether the rule matches.
+    pub uses_origin: bool,
     /// How many tests it carries.
     pub tests: usize,
     pub(crate) compiled: Compiled,
@@ -221,6 +227,13 @@ impl Rule {
     pub fn condition(&self) -> &str {
         &self.compiled.condition_text
     }
+}
+
+/// Whether a selection the condition names tests an `origin.*` field.
+fn condition_uses_origin(condition: &Cond, selections: &[Selection]) -> bool {
+    let mut uses = false;
+    condition.selections(&mut |i| uses |= selections.get(i).is_some_and(Selection::uses_origin));
+    uses
 }
 
 /// Rules by the event names and sources they need.
@@ -273,6 +286,8 @@ fn with_folded<R>(s: &str, f: impl FnOnce(&str) -> R) -> R {
 pub struct RuleSet {
     rules: Vec<Rule>,
     index: Index,
+    /// Whether any rule's condition tests an origin field.
+    origin_rules: bool,
 }
 
 impl RuleSet {
@@ -299,7 +314,8 @@ impl RuleSet {
 
     fn from_rules(rules: Vec<Rule>) -> RuleSet {
         let index = Index::build(&rules);
-        RuleSet { rules, index }
+        let origin_rules = rules.iter().any(|r| r.uses_origin);
+        RuleSet { rules, index, origin_rules }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -312,6 +328,18 @@ impl RuleSet {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// The rules whose condition tests an origin field: the ones
+    /// [`Detector::check_settled`] evaluates.
+    pub fn origin_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| r.uses_origin)
+    }
+
+    /// Whether there is any such rule: without one, a settled origin needs
+    /// no second look at its event.
+    pub fn has_origin_rules(&self) -> bool {
+        self.origin_rules
     }
 
     pub(crate) fn index(&self) -> &Index {

@@ -446,6 +446,7 @@ pub(crate) fn parse_rule(source: &RuleSource, files: &Files<'_>, diag: &mut Diag
         None => (None, Vec::new()),
     };
     let cases_len = cases.len();
+    let uses_origin = super::condition_uses_origin(&detection.condition, &detection.selections);
     Some(Rule {
         compiled: Compiled {
             id: Arc::from(id.as_str()),
@@ -478,6 +479,7 @@ pub(crate) fn parse_rule(source: &RuleSource, files: &Files<'_>, diag: &mut Diag
         threshold,
         indexed: !matches!(index, RuleIndex::Every),
         index,
+        uses_origin,
     })
 }
 

@@ -359,6 +359,106 @@ fn enriched_fields_come_from_the_origin_and_the_alias() {
     assert!(!run(&e, Some("payments")));
 }
 
+/// A GitHub Actions session writing an inline role policy: its
+/// `AssumeRoleWithWebIdentity` had not been read yet when it was first checked.
+fn ci_put_role_policy() -> Event {
+    let role = "arn:aws:iam::963852741036:role/gha-payments-api-deploy";
+    event(json!({
+        "eventID": "5c1e9a2f-7d3b-4e6a-9f08-2b4c6d8e0a13",
+        "eventTime": "2024-03-12T11:23:05Z",
+        "eventSource": "iam.amazonaws.com",
+        "eventName": "PutRolePolicy",
+        "recipientAccountId": "963852741036",
+        "sourceIPAddress": "203.0.113.140",
+        "userIdentity": {
+            "type": "AssumedRole",
+            "principalId": "AROAJXTROMDY6YBOB2MRI:GitHubActions",
+            "arn": "arn:aws:sts::963852741036:assumed-role/gha-payments-api-deploy/GitHubActions",
+            "accountId": "963852741036",
+            "accessKeyId": "ASIAHNAMXFNPVAUUWGJD",
+            "sessionContext": {
+                "sessionIssuer": {"type": "Role", "principalId": "AROAJXTROMDY6YBOB2MRI", "arn": role, "accountId": "963852741036", "userName": "gha-payments-api-deploy"},
+                "webIdFederationData": {"federatedProvider": "arn:aws:iam::963852741036:oidc-provider/token.actions.githubusercontent.com", "attributes": {}},
+                "attributes": {"creationDate": "2024-03-12T11:20:14Z", "mfaAuthenticated": "false"}
+            }
+        },
+        "requestParameters": {"roleName": "payments-api-task", "policyName": "ci-extra", "policyDocument": "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"}]}"}
+    }))
+}
+
+#[test]
+fn rules_on_origin_fields_are_checked_again_when_the_origin_settles() {
+    let set = load(&[
+        &rule_text("ci-policy", "  selection:\n    eventName: PutRolePolicy\n  ci:\n    origin.kind: web_identity\n  condition: selection and ci\n", ""),
+        &rule_text(
+            "iam-policy",
+            "  selection:\n    eventName: PutRolePolicy\n  condition: selection\n",
+            "dedup:\n  by: [origin.principal]\nsummary: '{eventName} by {origin}'\n",
+        ),
+        &rule_text(
+            "policy-burst",
+            "  selection:\n    eventName: PutRolePolicy\n  condition: selection\n",
+            "threshold:\n  above: 2\n  window: 5m\n  by: [recipientAccountId]\n",
+        ),
+        &rule_text(
+            "burst-by-origin",
+            "  selection:\n    eventName: PutRolePolicy\n  condition: selection\n",
+            "threshold:\n  above: 10\n  window: 5m\n  by: [origin.principal]\n",
+        ),
+        &rule_text("self-named", "  selection:\n    eventName: PutRolePolicy\n    userIdentity.arn|fieldref: origin.principal\n  condition: selection\n", ""),
+        &rule_text("unused-origin", "  selection:\n    eventName: PutRolePolicy\n  spare:\n    origin.kind: root\n  condition: selection\n", ""),
+    ]);
+    let uses: Vec<(&str, bool)> = set.rules().iter().map(|r| (r.id.as_str(), r.uses_origin)).collect();
+    assert_eq!(
+        uses,
+        [("ci-policy", true), ("iam-policy", false), ("policy-burst", false), ("burst-by-origin", false), ("self-named", true), ("unused-origin", false)],
+        "only a condition that tests an origin field counts (summary, dedup and threshold fields do not)"
+    );
+    assert!(set.has_origin_rules());
+    assert_eq!(set.origin_rules().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["ci-policy", "self-named"]);
+
+    let mut e = ci_put_role_policy();
+    let mut pending = origin(OriginKind::Unresolved, "-", 0, Confidence::Pending);
+    pending.principal = None;
+    e.origin = Some(pending);
+    let mut detector = Detector::new(Arc::clone(&set));
+    let mut out = Vec::new();
+    detector.check(&e, None, &mut out);
+    let ids = |out: &[Detection]| out.iter().map(|d| d.rule_id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&out), ["iam-policy", "unused-origin"], "pending: not (yet) a web identity");
+
+    out.clear();
+    let mut settled = origin(OriginKind::WebIdentity, "repo:acme/payments-api:ref:refs/heads/main", 1, Confidence::Exact);
+    settled.provider = Some("arn:aws:iam::963852741036:oidc-provider/token.actions.githubusercontent.com".into());
+    e.origin = Some(settled.clone());
+    detector.check_settled(&e, None, &mut out);
+    assert_eq!(ids(&out), ["ci-policy"], "one detection, from the rule on the origin");
+    assert_eq!(out[0].origin.as_ref(), Some(&settled));
+    assert_eq!(out[0].event.event_id, "5c1e9a2f-7d3b-4e6a-9f08-2b4c6d8e0a13");
+    let evaluations: Vec<u64> = set.rules().iter().map(|r| detector.evaluations_of(&r.id)).collect();
+    assert_eq!(evaluations, [2, 1, 1, 1, 2, 1], "rules without origin fields in their condition are not evaluated again");
+    let stats = detector.stats();
+    assert_eq!((stats.events, stats.settled, stats.detections), (1, 1, 3));
+
+    // A second PutRolePolicy makes two matches for the burst rule, not three: the re-check counted nothing.
+    out.clear();
+    let mut second = ci_put_role_policy();
+    second.event_id = "second".into();
+    detector.check(&second, None, &mut out);
+    assert!(!ids(&out).contains(&"policy-burst".to_owned()), "two matches are not above 2");
+    detector.check(&second, None, &mut out);
+    assert!(ids(&out).contains(&"policy-burst".to_owned()), "a third is");
+
+    // No rule on origin fields: nothing to evaluate.
+    let plain = load(&[&rule_text("iam-policy", "  selection:\n    eventName: PutRolePolicy\n  condition: selection\n", "")]);
+    assert!(!plain.has_origin_rules());
+    let mut detector = Detector::new(plain);
+    out.clear();
+    detector.check_settled(&e, None, &mut out);
+    assert!(out.is_empty());
+    assert_eq!((detector.evaluations_of("iam-policy"), detector.stats().settled, detector.stats().events_parsed), (0, 0, 0));
+}
+
 // ------------------------------------------------------------------ detections
 
 #[test]

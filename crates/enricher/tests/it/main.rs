@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod delivery;
+mod origin_rules;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,11 +22,15 @@ use trailwatch_enricher::{run, EnricherConfig, EnricherPorts};
 
 /// Reads a fixture trail file into the batches the collector would send.
 fn batches(root: &Path, key: &str) -> Vec<FileBatch> {
-    let bytes = std::fs::read(root.join(key)).unwrap();
+    batches_of(key, &std::fs::read(root.join(key)).unwrap())
+}
+
+/// The batches the collector would send for a log file (gzipped or not) at `key`.
+fn batches_of(key: &str, bytes: &[u8]) -> Vec<FileBatch> {
     let shared: Arc<str> = key.into();
     let meta = ObjectMeta { key: key.into(), size: bytes.len() as u64, modified: 0 };
     let mut out = Vec::new();
-    let (outcome, _): (FileOutcome, u64) = read_object(&shared, &classify(key).unwrap(), &meta, &bytes[..], &mut |chunk: Chunk| {
+    let (outcome, _): (FileOutcome, u64) = read_object(&shared, &classify(key).unwrap(), &meta, bytes, &mut |chunk: Chunk| {
         out.push(FileBatch::Events { key: shared.clone(), events: chunk.events, sessions: chunk.sessions });
         true
     })

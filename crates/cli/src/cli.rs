@@ -31,6 +31,56 @@ pub enum Command {
     Rules(RulesArgs),
     /// Alerts: list, show, acknowledge, resolve.
     Alerts(AlertsArgs),
+    /// Serve the GraphQL API over the data directory (without ingesting).
+    Api(ApiArgs),
+    /// Run one GraphQL query against the data directory, without a server, and print the JSON response.
+    Query(QueryArgs),
+}
+
+/// Where the API listens and who may use it.
+#[derive(Debug, Args, Clone)]
+pub struct ApiOptions {
+    /// Address of the GraphQL API (`/graphql`, GraphiQL at `/`, `/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, env = "TRAILWATCH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// An API token as `name:role:token` (role: viewer, responder or admin); repeatable.
+    /// Without any token, one admin token is generated and printed at start.
+    #[arg(long = "token", env = "TRAILWATCH_TOKEN", hide_env_values = true)]
+    pub tokens: Vec<Secret>,
+    /// A file of tokens, one `name:role:token` a line.
+    #[arg(long, env = "TRAILWATCH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        ApiOptions { listen: ([127, 0, 0, 1], 8080).into(), tokens: Vec::new(), token_file: None }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub api: ApiOptions,
+    /// Rules (besides the built-in pack) the `rules` query lists.
+    #[arg(long, env = "TRAILWATCH_RULES")]
+    pub rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The GraphQL query (or mutation, run as an admin).
+    pub query: String,
+    /// Variables, as a JSON object.
+    #[arg(long)]
+    pub variables: Option<String>,
+    /// Rules (besides the built-in pack) the `rules` query lists.
+    #[arg(long, env = "TRAILWATCH_RULES")]
+    pub rules: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +249,11 @@ pub struct RunArgs {
     pub pipeline: PipelineArgs,
     #[command(flatten)]
     pub alerts: AlertArgs,
+    #[command(flatten)]
+    pub api: ApiOptions,
+    /// Do not serve the GraphQL API.
+    #[arg(long)]
+    pub no_api: bool,
     /// Seconds between scans of the trail directory.
     #[arg(long, env = "TRAILWATCH_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub interval: u64,

@@ -1,5 +1,6 @@
 //! The `trailwatch` command.
 
+mod api;
 mod builtin_rules;
 mod cli;
 mod commands;

@@ -228,8 +228,17 @@ pub struct Alerting {
 impl Alerting {
     /// Loads the rules (all load errors together), the account names and
     /// the sinks the options ask for; None with `--no-rules`.
-    pub fn setup(args: &AlertArgs, print: bool, store: &Arc<SqliteStore>, trail: Option<&Path>, data: &Path) -> anyhow::Result<Option<Alerting>> {
-        let accounts = load_accounts(args.accounts.as_deref(), trail, data)?;
+    pub fn setup(
+        args: &AlertArgs,
+        print: bool,
+        extra: Vec<Arc<dyn AlertSink>>,
+        store: &Arc<SqliteStore>,
+        trail: Option<&Path>,
+        data: &Path,
+    ) -> anyhow::Result<Option<Alerting>> {
+        let mut accounts = (*load_accounts(args.accounts.as_deref(), trail, data)?).clone();
+        crate::api::FileAliases::apply(data, &mut accounts)?;
+        let accounts = Arc::new(accounts);
         if args.no_rules {
             return Ok(None);
         }
@@ -240,7 +249,7 @@ impl Alerting {
                 anyhow::bail!("{} rule file error(s):\n{}", errors.len(), list.join("\n"));
             }
         };
-        let mut sinks: Vec<Arc<dyn AlertSink>> = Vec::new();
+        let mut sinks: Vec<Arc<dyn AlertSink>> = extra;
         if print {
             sinks.push(Arc::new(StdoutSink::new(StdoutFormat::Text)));
         }

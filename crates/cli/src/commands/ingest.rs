@@ -24,7 +24,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let store = pipeline::open_store(&args.data.data)?;
     let stats = Arc::new(PipelineStats::default());
     let identity = (!args.pipeline.no_identity).then(|| pipeline::identity(&store));
-    let alerting = Alerting::setup(&args.alerts, args.alerts.print_alerts, &store, Some(&trail), &args.data.data)?;
+    let alerting = Alerting::setup(&args.alerts, args.alerts.print_alerts, Vec::new(), &store, Some(&trail), &args.data.data)?;
     let stop_delivery = CancellationToken::new();
     let delivery = alerting.as_ref().map(|a| a.start_delivery(stop_delivery.clone()));
     let text = ingest_once(&trail, &args.pipeline, identity, alerting.as_ref(), &store, &stats, super::shutdown_on_signal()).await;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod alerts;
+mod api;
 mod export;
 mod gen;
 mod ingest;
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AlertArgs, Cli, Command, DataArgs, PipelineArgs, RunArgs};
+use crate::cli::{AlertArgs, ApiOptions, Cli, Command, DataArgs, PipelineArgs, RunArgs};
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -23,6 +24,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 data: DataArgs { data: "trailwatch-data".into() },
                 pipeline: PipelineArgs { trail: None, prefix: String::new(), workers: None, no_identity: false },
                 alerts: AlertArgs::default(),
+                api: ApiOptions::default(),
+                no_api: false,
                 interval: 5,
                 demo_events: 60_000,
             })
@@ -35,6 +38,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Resolve(args)) => resolve::resolve(args).await,
         Some(Command::Rules(args)) => rules::rules(args).await,
         Some(Command::Alerts(args)) => alerts::alerts(args).await,
+        Some(Command::Api(args)) => api::api(args).await,
+        Some(Command::Query(args)) => api::query(args).await,
     }
 }
 

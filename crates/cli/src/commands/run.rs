@@ -14,6 +14,10 @@ use trailwatch_core::stats::PipelineStats;
 use trailwatch_gen::GenConfig;
 
 use super::ingest::ingest_once;
+use trailwatch_api::{ApiState, BroadcastSink};
+use trailwatch_core::alerts::AlertSink;
+
+use crate::api;
 use crate::cli::RunArgs;
 use crate::pipeline::{self, Alerting, PipelineSetup};
 use crate::summary::thousands;
@@ -39,18 +43,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     println!("reading {} into {}", trail.display(), pipeline::database_path(&data).display());
     let stats = Arc::new(PipelineStats::default());
     let identity = (!args.pipeline.no_identity).then(|| pipeline::identity(&store));
-    let alerting = Alerting::setup(&args.alerts, true, &store, Some(&trail), &data)?;
+    let feed = api::feed();
+    let extra: Vec<Arc<dyn AlertSink>> = if args.no_api { Vec::new() } else { vec![Arc::new(BroadcastSink::new(feed.clone()))] };
+    let alerting = Alerting::setup(&args.alerts, true, extra, &store, Some(&trail), &data)?;
     if let Some(alerting) = &alerting {
         println!("{} detection rules loaded; alerts: {}", alerting.rule_count(), alerting.sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "));
     }
     let delivery = alerting.as_ref().map(|a| a.start_delivery(shutdown.clone()));
+    let server = if args.no_api {
+        None
+    } else {
+        let (rules, sinks) = match &alerting {
+            Some(a) => (a.ports.rules.clone(), a.sinks.iter().map(|s| s.name().to_owned()).collect()),
+            None => (super::api::rules(args.alerts.rules.as_deref())?, Vec::new()),
+        };
+        let deps = api::deps(&store, rules, &data, Some(&trail), sinks, feed)?;
+        let (tokens, generated) = api::tokens(&args.api)?;
+        Some(api::serve(args.api.listen, ApiState::new(deps, tokens), generated, shutdown.clone()).await?)
+    };
     let summary = ingest_once(&trail, &args.pipeline, identity.clone(), alerting.as_ref(), &store, &stats, shutdown.clone()).await?;
     print!("{summary}");
     if demo {
         print!("{}", overview(store.as_ref(), &trail).await?);
     }
     if shutdown.is_cancelled() {
-        return finish(delivery).await;
+        return finish(delivery, server).await;
     }
     println!("watching {} for new files every {} s (Ctrl-C to stop)", trail.display(), args.interval);
     let setup = PipelineSetup {
@@ -68,13 +85,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         thousands(PipelineStats::get(&stats.events_stored)),
         thousands(PipelineStats::get(&stats.alerts_opened))
     );
-    finish(delivery).await
+    finish(delivery, server).await
 }
 
-/// Waits for the alert delivery to stop (it finishes the delivery in flight).
-async fn finish(delivery: Option<tokio::task::JoinHandle<()>>) -> anyhow::Result<ExitCode> {
+/// Waits for the alert delivery (it finishes the delivery in flight) and the API to stop.
+async fn finish(delivery: Option<tokio::task::JoinHandle<()>>, server: Option<tokio::task::JoinHandle<()>>) -> anyhow::Result<ExitCode> {
     if let Some(delivery) = delivery {
         delivery.await.context("the alert delivery stopped unexpectedly")?;
+    }
+    if let Some(server) = server {
+        server.await.context("the API server stopped unexpectedly")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -86,6 +86,16 @@ fn incidents_raise_exactly_the_alerts_of_the_answer_key() {
     let first: Value = serde_json::from_str(export.lines().next().unwrap()).unwrap();
     assert_eq!(first["trailwatch"]["account"]["alias"], raised[0]["accountAlias"], "export names the account too");
 
+    // The same alerts through GraphQL, without a server (`trailwatch query`).
+    let out = stdout(&ok(&["query", "--data", path(&data), "{ alerts(first: 200) { edges { node { ruleId origin { principal } } } } }"]));
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    let edges = answer["data"]["alerts"]["edges"].as_array().unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(edges.len(), raised.len());
+    let ci = expected.iter().find(|w| w["originKind"] == "web_identity" && w["ruleId"] == "iam-policy-changes").expect("the CI incident's alert");
+    assert!(edges.iter().any(|e| e["node"]["ruleId"] == "iam-policy-changes" && e["node"]["origin"]["principal"] == ci["originPrincipal"]), "{answer}");
+    let bad = trailwatch().args(["query", "--data", path(&data), "{ alerts(first: 5000) { edges { node { id } } } }"]).output().unwrap();
+    assert!(!bad.status.success(), "a page over the maximum is refused");
+
     // Ingesting again reads nothing new and raises nothing new.
     ok(&["ingest", "--trail", path(&trail), "--data", path(&data), "--alerts-file", path(&file)]);
     assert_eq!(alerts_json(&data).len(), raised.len());

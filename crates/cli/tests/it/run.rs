@@ -74,9 +74,12 @@ fn run_watches_for_new_files_and_stops_on_interrupt() {
         &log_key(account, "20260302T1015Z", "aaaaaaaaaaaaaaa1"),
         &gzip(format!(r#"{{"Records":[{}]}}"#, record(account, "3f1c0a52-0000-4000-8000-000000000001")).as_bytes()),
     );
-    let (child, rx) = spawn(&["run", "--trail", path(&trail), "--data", path(&data), "--interval", "1"]);
+    let (child, rx) = spawn(&["run", "--trail", path(&trail), "--data", path(&data), "--interval", "1", "--listen", "127.0.0.1:0"]);
     let before = wait_for(&rx, "watching", Duration::from_secs(60));
     assert!(before.iter().any(|l| l.contains("1 stored")), "{before:?}");
+    let url =
+        before.iter().find_map(|l| l.strip_prefix("GraphQL API on ")).and_then(|l| l.split_whitespace().next()).expect("the API address is printed").to_owned();
+    let token = before.iter().find_map(|l| l.strip_prefix("admin token (generated for this run): ")).expect("a token is generated and printed").to_owned();
 
     // The late file holds the root user at work: an alert while watching.
     let root = record(account, "3f1c0a52-0000-4000-8000-000000000003").replace(
@@ -91,6 +94,27 @@ fn run_watches_for_new_files_and_stops_on_interrupt() {
         assert!(Instant::now() < deadline, "the new file was not ingested within 30 s");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The API answers with the alert the late file raised (curl, as a script would).
+    let query = r#"{"query":"{ alerts(first: 10) { edges { node { ruleId accountId origin { kind principal } } } } }"}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "-H", "content-type: application/json", "-H", &format!("authorization: Bearer {token}"), "--data", query, &url])
+            .output()
+            .expect("curl runs");
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        if body.contains("root-account-usage") || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("the API answers JSON ({e}): {answer}"));
+    let node = &answer["data"]["alerts"]["edges"][0]["node"];
+    assert_eq!(node["ruleId"], "root-account-usage", "{answer}");
+    assert_eq!(node["origin"]["kind"], "ROOT", "{answer}");
+    let denied = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--data", query, &url]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&denied.stdout), "401", "no token, no data");
+
     let (status, stderr) = interrupt_and_wait(child);
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
     let rest: Vec<String> = rx.try_iter().collect();
@@ -104,7 +128,7 @@ fn run_watches_for_new_files_and_stops_on_interrupt() {
 fn run_without_a_trail_shows_a_demo_organization() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let (child, rx) = spawn(&["run", "--data", path(&data), "--demo-events", "4000"]);
+    let (child, rx) = spawn(&["run", "--data", path(&data), "--demo-events", "4000", "--listen", "127.0.0.1:0"]);
     let lines = wait_for(&rx, "watching", Duration::from_secs(120)).join("\n");
     assert!(lines.contains("generating a demo organization (4,000 events, 12 accounts)"), "{lines}");
     assert!(lines.contains("4,000 stored"), "{lines}");

@@ -8,6 +8,6 @@ mod alert_store;
 mod conformance;
 mod dir_source;
 mod identity_stores;
+mod search;
 mod sinks;
 mod sqlite_store;
-mod search;

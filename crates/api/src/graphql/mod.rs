@@ -1,0 +1,16 @@
+//! The GraphQL schema: query, mutation and subscription roots over the ports.
+
+mod events;
+mod loaders;
+mod mutation;
+mod query;
+mod sessions;
+mod subscription;
+pub mod support;
+mod types;
+
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
+
+pub(crate) use loaders::{EventLoader, TransitionLoader};

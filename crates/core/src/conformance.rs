@@ -88,7 +88,39 @@ pub async fn history_store(store: &dyn HistoryStore) {
     assert_eq!(fetched.origin, Some(sample_origin(Confidence::Exact)), "a late resolution replaces the origin");
     assert_eq!(fetched.raw, resolved.raw, "the record itself is untouched");
 
+    history_get_many(store, &events).await;
     history_search(store).await;
+}
+
+/// Many events at once: each stored key once, whatever the order and
+/// repeats of the keys; keys not stored are left out; the same eventID in
+/// another account is another event. Runs after `history_store` stored
+/// `events`, `ev-00` of 777788889999 and `ev-origin`.
+async fn history_get_many(store: &dyn HistoryStore, events: &[Event]) {
+    let key = |account: &str, id: &str| (account.to_owned(), id.to_owned());
+    assert!(store.get_many(&[]).await.expect("get many").is_empty(), "no keys, no events");
+    let keys = vec![
+        key("111122223333", "ev-origin"),
+        key("111122223333", "no-such-event"),
+        key("777788889999", "ev-00"),
+        key("111122223333", "ev-00"),
+        key("444455556666", "ev-00"),
+        key("111122223333", "ev-origin"),
+    ];
+    let mut found = store.get_many(&keys).await.expect("get many");
+    found.sort_by(|a, b| (&a.account_id, &a.event_id).cmp(&(&b.account_id, &b.event_id)));
+    let mut expected = Vec::new();
+    for (account, id) in [("111122223333", "ev-00"), ("111122223333", "ev-origin"), ("777788889999", "ev-00")] {
+        expected.push(store.get(account, id).await.expect("get").expect("stored"));
+    }
+    assert_eq!(found, expected, "each stored key once, as `get` reads it (origin included); missing keys left out");
+
+    let all: Vec<(String, String)> = events.iter().rev().map(|e| key(&e.account_id, &e.event_id)).collect();
+    let mut found = store.get_many(&all).await.expect("get many");
+    found.sort_by(|a, b| (&a.account_id, &a.event_id).cmp(&(&b.account_id, &b.event_id)));
+    let mut written = events.to_vec();
+    written.sort_by(|a, b| (&a.account_id, &a.event_id).cmp(&(&b.account_id, &b.event_id)));
+    assert_eq!(found, written, "a batch comes back as it was written, raw bytes included");
 }
 
 /// A realistic resolved origin: an IAM user two hops away.

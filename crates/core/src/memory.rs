@@ -248,6 +248,12 @@ impl HistoryStore for MemoryHistory {
         Ok(inner.seen.get(&(account_id.to_owned(), event_id.to_owned())).and_then(|c| inner.by_time.get(c)).cloned())
     }
 
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Event>, PortError> {
+        let inner = lock(&self.inner);
+        let cursors: BTreeSet<HistoryCursor> = keys.iter().filter_map(|key| inner.seen.get(key).copied()).collect();
+        Ok(cursors.iter().filter_map(|c| inner.by_time.get(c)).cloned().collect())
+    }
+
     async fn search(&self, filter: &EventFilter) -> Result<SearchPage, PortError> {
         filter.validate()?;
         let inner = lock(&self.inner);

@@ -9,7 +9,7 @@
 //! (account names from Organizations with overrides; the embedded mode reads
 //! an accounts file into [`crate::accounts::AccountDirectory`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use async_trait::async_trait;
@@ -201,6 +201,21 @@ pub trait HistoryStore: Send + Sync {
 
     /// One stored event.
     async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError>;
+
+    /// The stored events of these (account id, event id) keys, each once, in
+    /// no particular order; keys not stored are left out. Stores answer a
+    /// batch in one round trip (the API's sample events of a page of
+    /// alerts); this default asks [`HistoryStore::get`] key by key.
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Event>, PortError> {
+        let mut seen = HashSet::with_capacity(keys.len());
+        let mut found = Vec::with_capacity(keys.len());
+        for (account_id, event_id) in keys {
+            if seen.insert((account_id, event_id)) {
+                found.extend(self.get(account_id, event_id).await?);
+            }
+        }
+        Ok(found)
+    }
 
     /// A page of the events that match every filter set, in (event time,
     /// arrival) order. Refused with [`PortError::Invalid`] when the filter

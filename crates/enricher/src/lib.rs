@@ -268,6 +268,9 @@ mod tests {
         async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError> {
             self.inner.get(account_id, event_id).await
         }
+        async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Event>, PortError> {
+            self.inner.get_many(keys).await
+        }
         async fn search(&self, filter: &EventFilter) -> Result<SearchPage, PortError> {
             self.inner.search(filter).await
         }

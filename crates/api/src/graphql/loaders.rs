@@ -1,7 +1,8 @@
 //! Batched reads for fields of list items, so a page of alerts asking for
 //! their events or transitions makes one batch of store reads, not one
-//! round trip after another. The ports have no multi-get yet: a batch is
-//! deduplicated and its reads run concurrently.
+//! round trip after another. Events come in one `get_many` per batch; the
+//! alert store has no multi-get yet, so a batch of transitions is read
+//! concurrently, one alert at a time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,10 +22,8 @@ impl Loader<(String, String)> for EventLoader {
     type Error = Arc<PortError>;
 
     async fn load(&self, keys: &[(String, String)]) -> Result<HashMap<(String, String), EventObj>, Self::Error> {
-        let reads =
-            keys.iter().map(|(account, id)| async move { self.0.get(account, id).await.map(|e| e.map(|e| ((account.clone(), id.clone()), EventObj::new(e)))) });
-        let found: Vec<Option<((String, String), EventObj)>> = try_join_all(reads).await.map_err(Arc::new)?;
-        Ok(found.into_iter().flatten().collect())
+        let found = self.0.get_many(keys).await.map_err(Arc::new)?;
+        Ok(found.into_iter().map(|e| ((e.account_id.clone(), e.event_id.clone()), EventObj::new(e))).collect())
     }
 }
 

@@ -103,7 +103,7 @@ async fn health_readiness_metrics_and_graphiql_answer() {
 #[tokio::test]
 async fn store_failures_are_generic_to_the_client() {
     let f = fixture().await;
-    let mut deps = ApiDeps { history: std::sync::Arc::new(Broken), ..clone_deps(&f) };
+    let mut deps = deps_with_history(&f, std::sync::Arc::new(Broken));
     deps.limits = Limits::default();
     let state = ApiState::new(std::sync::Arc::new(deps), tokens());
     let app = trailwatch_api::app(state);
@@ -116,21 +116,6 @@ async fn store_failures_are_generic_to_the_client() {
 
 pub fn app_of(f: &Fixture) -> axum::Router {
     trailwatch_api::app(f.state())
-}
-
-fn clone_deps(f: &Fixture) -> ApiDeps {
-    let d = &f.deps;
-    ApiDeps {
-        history: d.history.clone(),
-        checkpoints: d.checkpoints.clone(),
-        alerts: d.alerts.clone(),
-        lifecycle: d.lifecycle.clone(),
-        rules: d.rules.clone(),
-        accounts: d.accounts.clone(),
-        identity: d.identity.clone(),
-        alert_feed: d.alert_feed.clone(),
-        limits: d.limits,
-    }
 }
 
 /// A history store whose backend always fails, with internals in its messages.
@@ -155,6 +140,9 @@ impl HistoryStore for Broken {
         Err(broken())
     }
     async fn get(&self, _: &str, _: &str) -> Result<Option<Event>, trailwatch_core::PortError> {
+        Err(broken())
+    }
+    async fn get_many(&self, _: &[(String, String)]) -> Result<Vec<Event>, trailwatch_core::PortError> {
         Err(broken())
     }
     async fn search(&self, _: &trailwatch_core::ports::EventFilter) -> Result<trailwatch_core::ports::SearchPage, trailwatch_core::PortError> {

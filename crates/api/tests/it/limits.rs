@@ -60,3 +60,22 @@ async fn bodies_over_64_kib_are_refused() {
     let garbage = Request::post("/graphql").header(header::AUTHORIZATION, format!("Bearer {VIEWER}")).body(Body::from("not json")).expect("request");
     assert_eq!(call(app_of(&f), garbage).await.0, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_request_slower_than_the_timeout_gets_408() {
+    let f = fixture().await;
+    let slow = Arc::new(Watched::slow(f.history.clone(), Duration::from_secs(10)));
+    let mut deps = deps_with_history(&f, slow.clone());
+    deps.limits = Limits { timeout: Duration::from_millis(200), ..Limits::default() };
+    let app = trailwatch_api::app(ApiState::new(Arc::new(deps), tokens()));
+    let started = std::time::Instant::now();
+    let q = json!({"query": format!(r#"{{ event(accountId: "{PROD}", eventId: "ev-{PROD}-0001") {{ eventId }} }}"#)});
+    let (status, body) = call(app.clone(), post(Some(VIEWER), q)).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at the limit, not when the store did: {:?}", started.elapsed());
+    assert_eq!(slow.reads().0, 1, "the request reached the store");
+    // A request within the limit on the same server still answers.
+    let (status, body) = call(app, post(Some(VIEWER), json!({"query": "{ rules { id } }"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("root-account-usage"), "{body}");
+}

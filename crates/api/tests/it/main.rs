@@ -4,10 +4,13 @@
 mod graphql;
 mod http;
 mod limits;
+mod loaders;
 mod server;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -17,9 +20,10 @@ use trailwatch_core::alerts::{Delivery, Detection, EventRef, Lifecycle, Lifecycl
 use trailwatch_core::identity::{Caller, Confidence, Hop, IssueKind, Origin, OriginKind, PendingConfig, PendingSet, Resolver, ResolverConfig, Session};
 use trailwatch_core::layout::ObjectKind;
 use trailwatch_core::memory::{MemoryCheckpoints, MemoryHistory, MemoryPendingStore, MemorySessionStore};
+use trailwatch_core::ports::{EventFilter, HistoryPage, HistoryQuery, LastEvent, OriginUpdate, SearchPage, WriteReport};
 use trailwatch_core::rules::{RuleSet, RuleSource};
 use trailwatch_core::time::parse_utc;
-use trailwatch_core::{Checkpoints, Event, FileOutcome, FileStatus, HistoryStore};
+use trailwatch_core::{Checkpoints, Event, FileOutcome, FileStatus, HistoryStore, PortError};
 
 pub const PROD: &str = "111111111111";
 pub const DEV: &str = "222222222222";
@@ -238,4 +242,86 @@ pub async fn run_on(schema: &trailwatch_api::ApiSchema, role: Role, query: &str,
 
 pub fn codes(errors: &[Value]) -> Vec<String> {
     errors.iter().filter_map(|e| e.pointer("/extensions/code").and_then(Value::as_str).map(str::to_owned)).collect()
+}
+
+/// The fixture's dependencies with another history store.
+pub fn deps_with_history(f: &Fixture, history: Arc<dyn HistoryStore>) -> ApiDeps {
+    let d = &f.deps;
+    ApiDeps {
+        history,
+        checkpoints: d.checkpoints.clone(),
+        alerts: d.alerts.clone(),
+        lifecycle: d.lifecycle.clone(),
+        rules: d.rules.clone(),
+        accounts: d.accounts.clone(),
+        identity: d.identity.clone(),
+        alert_feed: d.alert_feed.clone(),
+        limits: d.limits,
+    }
+}
+
+/// History that counts its reads by one key and by many, and can take its time over them.
+pub struct Watched {
+    inner: Arc<MemoryHistory>,
+    delay: Duration,
+    gets: AtomicUsize,
+    get_manys: AtomicUsize,
+    keys: AtomicUsize,
+}
+
+impl Watched {
+    pub fn new(inner: Arc<MemoryHistory>) -> Self {
+        Watched { inner, delay: Duration::ZERO, gets: AtomicUsize::new(0), get_manys: AtomicUsize::new(0), keys: AtomicUsize::new(0) }
+    }
+
+    /// Each read (`get`, `get_many`, `count`, `search`) first sleeps this long.
+    pub fn slow(inner: Arc<MemoryHistory>, delay: Duration) -> Self {
+        Watched { delay, ..Watched::new(inner) }
+    }
+
+    /// (`get` calls, `get_many` calls, keys asked of `get_many`).
+    pub fn reads(&self) -> (usize, usize, usize) {
+        (self.gets.load(Ordering::SeqCst), self.get_manys.load(Ordering::SeqCst), self.keys.load(Ordering::SeqCst))
+    }
+
+    async fn pause(&self) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl HistoryStore for Watched {
+    async fn append(&self, events: Arc<[Event]>) -> Result<WriteReport, PortError> {
+        self.inner.append(events).await
+    }
+    async fn page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError> {
+        self.inner.page(query).await
+    }
+    async fn count(&self) -> Result<u64, PortError> {
+        self.pause().await;
+        self.inner.count().await
+    }
+    async fn set_origins(&self, updates: Arc<[OriginUpdate]>) -> Result<u64, PortError> {
+        self.inner.set_origins(updates).await
+    }
+    async fn get(&self, account_id: &str, event_id: &str) -> Result<Option<Event>, PortError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.pause().await;
+        self.inner.get(account_id, event_id).await
+    }
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Event>, PortError> {
+        self.get_manys.fetch_add(1, Ordering::SeqCst);
+        self.keys.fetch_add(keys.len(), Ordering::SeqCst);
+        self.pause().await;
+        self.inner.get_many(keys).await
+    }
+    async fn search(&self, filter: &EventFilter) -> Result<SearchPage, PortError> {
+        self.pause().await;
+        self.inner.search(filter).await
+    }
+    async fn last_events(&self) -> Result<Vec<LastEvent>, PortError> {
+        self.inner.last_events().await
+    }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod alerts;
+mod api;
 mod bad_input;
 mod harness;
 mod identity;

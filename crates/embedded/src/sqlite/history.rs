@@ -7,7 +7,7 @@
 //! Those two are JSON documents that the events of a session share, stored
 //! once ([`super::documents`]). The record itself is stored byte for byte.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -68,6 +68,22 @@ const GET_IN_BUCKET: &str = concat!(
     event_columns!(),
     " FROM events WHERE seq / 4096 = ?1 AND substr(event_id, 1, 13) = substr(?3, 1, 13) AND account_id = ?2 AND event_id = ?3"
 );
+
+/// How many eventIDs one statement of [`get_many`] names.
+const GET_MANY_CHUNK: usize = 250;
+
+/// Events by eventID within one bucket, for `ids` eventIDs at once: the
+/// lookup of [`GET_IN_BUCKET`] with lists (`?1` the bucket, `?2`… the ids),
+/// so SQLite seeks `events_by_id` once per id. Accounts are checked by the caller.
+fn get_many_sql(ids: usize) -> String {
+    let params: Vec<String> = (2..ids + 2).map(|i| format!("?{i}")).collect();
+    let prefixes: Vec<String> = params.iter().map(|p| format!("substr({p}, 1, 13)")).collect();
+    format!(
+        concat!("SELECT ", event_columns!(), " FROM events WHERE seq / 4096 = ?1 AND substr(event_id, 1, 13) IN ({}) AND event_id IN ({})"),
+        prefixes.join(", "),
+        params.join(", ")
+    )
+}
 
 /// A late origin, found through the unique index.
 const SET_ORIGIN: &str = "
@@ -300,6 +316,50 @@ fn get(conn: &mut Connection, account_id: &str, event_id: &str) -> rusqlite::Res
     Ok(found)
 }
 
+/// Many events by account and eventID, as [`get`] finds one, in one read
+/// transaction: per chunk of eventIDs, one statement probes the arrival
+/// buckets newest first, every id of the chunk at once, and stops when each
+/// key is found. The statements are as many as buckets probed, whatever the
+/// number of keys.
+fn get_many(conn: &mut Connection, keys: &[(String, String)]) -> rusqlite::Result<Vec<Event>> {
+    // The accounts wanted per eventID (the same eventID may be asked of several accounts).
+    let mut accounts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (account_id, event_id) in keys {
+        accounts.entry(event_id.as_str()).or_default().push(account_id.as_str());
+    }
+    let ids: Vec<&str> = accounts.keys().copied().collect();
+    let mut found = Vec::new();
+    let tx = conn.transaction()?;
+    {
+        let last: Option<i64> = tx.prepare_cached(LAST_SEQ)?.query_row([], |row| row.get(0))?;
+        let newest = last.map_or(-1, |seq| seq / ID_BUCKET_ROWS);
+        let mut reader = Reader::new(&tx);
+        for chunk in ids.chunks(GET_MANY_CHUNK) {
+            let mut left: HashSet<(String, String)> =
+                chunk.iter().flat_map(|id| accounts[id].iter().map(move |account| ((*account).to_owned(), (*id).to_owned()))).collect();
+            // Not cached: its text depends on the chunk's size, and it would push out the statements that are.
+            let mut probe = tx.prepare(&get_many_sql(chunk.len()))?;
+            for bucket in (0..=newest).rev() {
+                if left.is_empty() {
+                    break;
+                }
+                let mut values: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() + 1);
+                values.push(&bucket);
+                values.extend(chunk.iter().map(|id| id as &dyn ToSql));
+                let mut rows = probe.query(values.as_slice())?;
+                while let Some(row) = rows.next()? {
+                    let key: (String, String) = (row.get(1)?, row.get(2)?);
+                    if left.remove(&key) {
+                        found.push(reader.event(row)?);
+                    }
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(found)
+}
+
 /// Replaces the origins of stored events in one transaction; returns how many were found.
 fn set_origins(conn: &mut Connection, cache: &mut DocumentCache, updates: &[OriginUpdate]) -> rusqlite::Result<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -471,6 +531,14 @@ impl HistoryStore for SqliteStore {
         self.read(move |conn| get(conn, &account_id, &event_id)).await
     }
 
+    async fn get_many(&self, keys: &[(String, String)]) -> Result<Vec<Event>, PortError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.read(move |conn| get_many(conn, &keys)).await
+    }
+
     async fn search(&self, filter: &EventFilter) -> Result<SearchPage, PortError> {
         filter.validate()?;
         let filter = filter.clone();
@@ -529,6 +597,39 @@ mod tests {
             .expect("rows");
         let plan = plan.join("; ");
         assert!(plan.contains("USING INDEX events_by_id (<expr>=? AND <expr>=?)"), "{plan}");
+    }
+
+    #[test]
+    fn a_lookup_of_many_ids_seeks_the_id_index() {
+        let conn = Connection::open_in_memory().expect("memory database");
+        conn.execute_batch(super::super::schema::MIGRATIONS.join("\n").as_str()).expect("schema");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", get_many_sql(3)))
+            .expect("explain")
+            .query_map(params![1, "a", "b", "c"], |row| row.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let plan = plan.join("; ");
+        assert!(plan.contains("USING INDEX events_by_id (<expr>=? AND <expr>=?)"), "{plan}");
+    }
+
+    /// Keys spread over three arrival buckets and more ids than one statement names.
+    #[tokio::test]
+    async fn many_events_are_found_across_buckets_and_chunks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path().join("t.db")).expect("open");
+        let base = 1_700_000_000_000;
+        let events: Vec<Event> = (0..9_000).map(|i| trailwatch_core::conformance::sample_event("111122223333", &format!("ev-{i:05}"), base + i)).collect();
+        store.append(events.clone().into()).await.expect("append");
+        let wanted: Vec<&Event> = events.iter().step_by(15).collect();
+        assert!(wanted.len() > GET_MANY_CHUNK);
+        let mut keys: Vec<(String, String)> = wanted.iter().map(|e| (e.account_id.clone(), e.event_id.clone())).collect();
+        keys.push(("444455556666".into(), "ev-00000".into()));
+        keys.push(("111122223333".into(), "ev-99999".into()));
+        let mut found = store.get_many(&keys).await.expect("get many");
+        found.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+        assert_eq!(found.iter().collect::<Vec<_>>(), wanted, "every stored key once, none of another account or not stored");
     }
 
     #[test]

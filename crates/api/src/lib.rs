@@ -77,6 +77,7 @@ pub fn schema(deps: Arc<ApiDeps>) -> ApiSchema {
         .limit_complexity(deps.limits.complexity)
         .data(events)
         .data(transitions)
+        .data(graphql::RuleTests::default())
         .data(deps)
         .finish()
 }

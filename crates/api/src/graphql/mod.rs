@@ -12,5 +12,6 @@ mod types;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
+pub use types::RuleTests;
 
 pub(crate) use loaders::{EventLoader, TransitionLoader};

@@ -378,8 +378,30 @@ pub struct ThresholdObj {
     pub by: Vec<String>,
 }
 
+/// The outcome of every rule's own tests, run once per schema on first use.
+#[derive(Default)]
+pub struct RuleTests(std::sync::OnceLock<Vec<trailwatch_core::rules::TestOutcome>>);
+
+impl RuleTests {
+    fn of<'a>(&'a self, rules: &trailwatch_core::rules::RuleSet, id: &'a str) -> impl Iterator<Item = &'a trailwatch_core::rules::TestOutcome> + 'a {
+        self.0.get_or_init(|| trailwatch_core::rules::run_tests(rules)).iter().filter(move |o| o.rule_id == id)
+    }
+}
+
 #[ComplexObject]
 impl RuleObj {
+    /// How many of its tests pass against the loaded engine.
+    async fn tests_passed(&self, ctx: &Context<'_>) -> async_graphql::Result<u64> {
+        let tests = ctx.data::<RuleTests>()?;
+        Ok(tests.of(&deps(ctx).rules, &self.id).filter(|o| o.passed).count() as u64)
+    }
+
+    /// Its failing tests: name and why.
+    async fn test_failures(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<String>> {
+        let tests = ctx.data::<RuleTests>()?;
+        Ok(tests.of(&deps(ctx).rules, &self.id).filter(|o| !o.passed).map(|o| format!("{}: {}", o.name, o.reason.as_deref().unwrap_or("failed"))).collect())
+    }
+
     /// The latest match of the rule's most recently changed alert (one alert-store read per rule).
     async fn last_fired(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<DateTime>> {
         let query = trailwatch_core::alerts::AlertQuery { rule_id: Some(self.id.clone()), limit: 1, ..Default::default() };

@@ -175,13 +175,18 @@ async fn accounts_merge_the_file_and_the_trail() {
 #[tokio::test]
 async fn rules_list_the_pack_with_last_fired() {
     let f = fixture().await;
-    let (data, errors) = f.run(Role::Viewer, "{ rules { id title level tags tests path indexed lastFired threshold { above } } }", json!({})).await;
+    let (data, errors) =
+        f.run(Role::Viewer, "{ rules { id title level tags tests testsPassed testFailures path indexed lastFired threshold { above } } }", json!({})).await;
     assert!(errors.is_empty(), "{errors:?}");
     let rules = data["rules"].as_array().expect("rules");
     let brute = rules.iter().find(|r| r["id"] == "console-signin-brute-force").expect("the built-in pack is loaded");
     assert!(brute["tests"].as_u64().unwrap_or(0) > 0);
     assert!(brute["threshold"]["above"].as_u64().is_some());
     assert!(brute["lastFired"].is_null());
+    for rule in rules {
+        assert_eq!(rule["testsPassed"], rule["tests"], "every test of {} passes: {}", rule["id"], rule["testFailures"]);
+        assert_eq!(rule["testFailures"], json!([]));
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,10 @@
 //! The organization's accounts and what they are called: read from the JSON
 //! that `aws organizations list-accounts` prints (the embedded default, so
 //! aliases work without AWS), later from Organizations itself, with overrides.
+//!
+//! Two optional members extend that shape, since `list-accounts` leaves them
+//! out: `OuPath` (`Root/Workloads/Prod`, as `list-parents` walks it) and
+//! `Tags` (`[{"Key": …, "Value": …}]`, as `list-tags-for-resource` prints them).
 
 use std::collections::HashMap;
 
@@ -25,6 +29,19 @@ pub struct Account {
     pub joined_method: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joined_timestamp: Option<String>,
+    /// The organizational units above the account, from the root: `Root/Workloads/Prod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ou_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<AccountTag>,
+}
+
+/// A tag on an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccountTag {
+    pub key: String,
+    pub value: String,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +129,7 @@ mod tests {
 
     const LIST: &str = r#"{"Accounts":[
         {"Id":"111111111111","Arn":"arn:aws:organizations::999999999999:account/o-abc/111111111111","Email":"pay@example.com","Name":"Prod Payments","Status":"ACTIVE","JoinedMethod":"CREATED","JoinedTimestamp":"2021-08-24T05:28:00.393000+00:00"},
-        {"Id":"222222222222","Name":"Sandbox","Status":"SUSPENDED"}
+        {"Id":"222222222222","Name":"Sandbox","Status":"SUSPENDED","OuPath":"Root/Sandbox","Tags":[{"Key":"owner","Value":"alice"}]}
     ]}"#;
 
     #[test]
@@ -122,6 +139,10 @@ mod tests {
         assert_eq!(dir.alias("111111111111"), Some("Prod Payments"));
         assert_eq!(dir.get("222222222222").and_then(|a| a.status.as_deref()), Some("SUSPENDED"));
         assert_eq!(dir.alias("333333333333"), None);
+        let sandbox = dir.get("222222222222").unwrap();
+        assert_eq!(sandbox.ou_path.as_deref(), Some("Root/Sandbox"));
+        assert_eq!(sandbox.tags, vec![AccountTag { key: "owner".into(), value: "alice".into() }]);
+        assert!(dir.get("111111111111").unwrap().tags.is_empty());
         dir.set_alias("111111111111", "payments-prod");
         assert_eq!(dir.alias("111111111111"), Some("payments-prod"));
     }

@@ -32,6 +32,29 @@ pub enum AccountKind {
 }
 
 impl AccountKind {
+    /// The organizational unit the account sits in, from the root.
+    pub fn ou_path(self) -> &'static str {
+        match self {
+            AccountKind::Management => "Root",
+            AccountKind::Identity | AccountKind::LogArchive | AccountKind::Security => "Root/Security",
+            AccountKind::Shared => "Root/Infrastructure",
+            AccountKind::Prod => "Root/Workloads/Prod",
+            AccountKind::Staging => "Root/Workloads/Staging",
+            AccountKind::Dev => "Root/Workloads/Dev",
+            AccountKind::Sandbox => "Root/Sandbox",
+        }
+    }
+
+    /// The `environment` tag of its accounts.
+    pub fn environment(self) -> &'static str {
+        match self {
+            AccountKind::Prod => "production",
+            AccountKind::Staging => "staging",
+            AccountKind::Dev | AccountKind::Sandbox => "development",
+            AccountKind::Management | AccountKind::Identity | AccountKind::LogArchive | AccountKind::Security | AccountKind::Shared => "platform",
+        }
+    }
+
     fn base_weight(self) -> f64 {
         match self {
             AccountKind::Management => 1.0,
@@ -540,6 +563,15 @@ impl Org {
             status: &'static str,
             joined_method: &'static str,
             joined_timestamp: String,
+            /// Not printed by `list-accounts`; trailwatch reads it when present.
+            ou_path: &'static str,
+            tags: Vec<Tag>,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Tag {
+            key: &'static str,
+            value: &'static str,
         }
         #[derive(Serialize)]
         #[serde(rename_all = "PascalCase")]
@@ -558,6 +590,8 @@ impl Org {
                     status: "ACTIVE",
                     joined_method: a.joined_method,
                     joined_timestamp: cli_time(a.joined),
+                    ou_path: a.kind.ou_path(),
+                    tags: vec![Tag { key: "environment", value: a.kind.environment() }],
                 })
                 .collect(),
         };
@@ -613,6 +647,8 @@ mod tests {
         let first = &v["Accounts"][0];
         assert_eq!(first["Status"], "ACTIVE");
         assert_eq!(first["JoinedMethod"], "INVITED");
+        assert_eq!(first["OuPath"], "Root");
+        assert_eq!(first["Tags"][0]["Key"], "environment");
         assert_eq!(first["Arn"], format!("arn:aws:organizations::{}:account/{}/{}", org.management_id(), org.id, org.accounts[0].id));
         assert!(first["JoinedTimestamp"].as_str().unwrap().ends_with("+00:00"));
     }

@@ -81,6 +81,14 @@ pub struct RegionHealth {
 }
 
 /// An account of the organization, or one seen in the trail.
+/// A tag on an account.
+#[derive(async_graphql::SimpleObject)]
+#[graphql(name = "AccountTag")]
+pub struct AccountTagObj {
+    pub key: String,
+    pub value: String,
+}
+
 pub struct AccountObj {
     pub id: String,
     pub account: Option<Account>,
@@ -106,6 +114,14 @@ impl AccountObj {
     }
     async fn status(&self) -> Option<&str> {
         self.account.as_ref().and_then(|a| a.status.as_deref())
+    }
+    /// The organizational units above it, from the root (`Root/Workloads/Prod`), when the accounts file says.
+    async fn ou_path(&self) -> Option<&str> {
+        self.account.as_ref().and_then(|a| a.ou_path.as_deref())
+    }
+    /// Its tags, when the accounts file lists them.
+    async fn tags(&self) -> Vec<AccountTagObj> {
+        self.account.as_ref().map(|a| a.tags.iter().map(|t| AccountTagObj { key: t.key.clone(), value: t.value.clone() }).collect()).unwrap_or_default()
     }
     /// Whether the accounts file lists it (else it is only seen in the trail).
     async fn in_organization(&self) -> bool {

@@ -146,7 +146,7 @@ async fn set_account_alias_persists_and_shows() {
 async fn accounts_merge_the_file_and_the_trail() {
     let f = fixture().await;
     let q = r#"query($first: Int, $after: String, $filter: AccountFilter) { accounts(first: $first, after: $after, filter: $filter) {
-        edges { node { id name alias email status inOrganization lastEventTime regions { region lastEventTime lastFileTime files failedFiles } } }
+        edges { node { id name alias email status ouPath tags { key value } inOrganization lastEventTime regions { region lastEventTime lastFileTime files failedFiles } } }
         pageInfo { hasNextPage endCursor } } }"#;
     let (data, errors) = f.run(Role::Viewer, q, json!({})).await;
     assert!(errors.is_empty(), "{errors:?}");
@@ -154,6 +154,9 @@ async fn accounts_merge_the_file_and_the_trail() {
     assert_eq!(nodes.len(), 3);
     assert_eq!(nodes[0]["id"], PROD);
     assert_eq!(nodes[0]["email"], "pay@example.com");
+    assert_eq!(nodes[0]["ouPath"], "Root/Workloads/Prod");
+    assert_eq!(nodes[0]["tags"], json!([{"key": "environment", "value": "production"}]));
+    assert!(nodes[1]["ouPath"].is_null() && nodes[1]["tags"] == json!([]), "an account the file says less of: {}", nodes[1]);
     assert_eq!(nodes[0]["lastEventTime"], "2024-01-15T10:59:00Z");
     let us = nodes[0]["regions"].as_array().expect("regions").iter().find(|r| r["region"] == "us-east-1").expect("us-east-1").clone();
     assert_eq!(us["files"], 1);

@@ -193,7 +193,8 @@ pub async fn fixture() -> Fixture {
     let rules_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
     let rules = RuleSet::load(&RuleSource::read_dir(&rules_dir).expect("rules dir")).expect("rules load");
     let directory = AccountDirectory::from_list_accounts(
-        r#"{"Accounts":[{"Id":"111111111111","Name":"Prod Payments","Email":"pay@example.com","Status":"ACTIVE"},
+        r#"{"Accounts":[{"Id":"111111111111","Name":"Prod Payments","Email":"pay@example.com","Status":"ACTIVE",
+                         "OuPath":"Root/Workloads/Prod","Tags":[{"Key":"environment","Value":"production"}]},
                         {"Id":"222222222222","Name":"Dev","Status":"ACTIVE"},
                         {"Id":"333333333333","Name":"Old Sandbox","Status":"SUSPENDED"}]}"#,
         "accounts.json",

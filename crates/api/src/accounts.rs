@@ -73,6 +73,11 @@ impl Accounts {
         self.read().clone()
     }
 
+    /// Replaces the directory (a refresh from Organizations, overrides applied).
+    pub fn replace(&self, directory: AccountDirectory) {
+        *self.directory.write().unwrap_or_else(PoisonError::into_inner) = directory;
+    }
+
     /// Saves the alias, then shows it: a failed save changes nothing.
     pub async fn set_alias(&self, account_id: &str, alias: &str) -> Result<(), PortError> {
         self.store.save(account_id, alias).await?;

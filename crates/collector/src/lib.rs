@@ -150,7 +150,7 @@ async fn scan(
         let span = info_span!("collector.file", key = %meta.key, account_id = %key.account_id, region = %key.region);
         tasks.spawn(
             async move {
-                let finished = handle_file(&ports, meta, key, tx, &stats).await;
+                let finished = collect_file(&ports, meta, key, tx, &stats).await;
                 drop(permit);
                 finished
             }
@@ -176,9 +176,11 @@ fn note_finished(done: Result<Option<(String, FileStatus)>, tokio::task::JoinErr
     }
 }
 
-/// Reads one object and sends its batches; returns its key and status when
-/// the outcome was handed on.
-async fn handle_file(
+/// Reads one object and sends its batches, then its outcome (digests are
+/// recorded without reading); returns its key and status when the outcome
+/// was handed on, None when the receiver went away or reading panicked.
+/// AWS mode's enricher calls this for each file its queue names.
+pub async fn collect_file(
     ports: &CollectorPorts,
     meta: ObjectMeta,
     key: TrailKey,

@@ -123,6 +123,43 @@ impl AccountDirectory {
     }
 }
 
+/// An account directory that can be replaced while it is read: AWS mode
+/// refreshes it from Organizations on a schedule. Readers take the current
+/// copy once per batch.
+#[derive(Debug, Default)]
+pub struct SharedDirectory {
+    current: std::sync::RwLock<std::sync::Arc<AccountDirectory>>,
+}
+
+impl SharedDirectory {
+    pub fn new(directory: AccountDirectory) -> Self {
+        SharedDirectory { current: std::sync::RwLock::new(std::sync::Arc::new(directory)) }
+    }
+
+    /// The directory as it is now.
+    pub fn current(&self) -> std::sync::Arc<AccountDirectory> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the directory for every later reader.
+    pub fn replace(&self, directory: AccountDirectory) {
+        let next = std::sync::Arc::new(directory);
+        match self.current.write() {
+            Ok(mut guard) => *guard = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
+
+impl From<AccountDirectory> for SharedDirectory {
+    fn from(directory: AccountDirectory) -> Self {
+        SharedDirectory::new(directory)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use trailwatch_core::accounts::AccountDirectory;
+use trailwatch_core::accounts::SharedDirectory;
 use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleReport};
 use trailwatch_core::alerts::Detection;
 use trailwatch_core::event::Event;
@@ -32,9 +32,12 @@ use crate::{now_ms, with_retries, EnricherConfig};
 pub struct AlertPorts {
     pub rules: Arc<RuleSet>,
     pub lifecycle: Arc<Lifecycle>,
-    pub accounts: Arc<AccountDirectory>,
+    /// Account names; replaced while running when refreshed from Organizations.
+    pub accounts: Arc<SharedDirectory>,
     /// Told after each commit that queued notifications, so delivery starts at once.
     pub delivery: Option<DeliveryHandle>,
+    /// Threshold windows: how late an event may arrive and still count, and how many groups a rule keeps.
+    pub detector: trailwatch_core::rules::DetectorConfig,
 }
 
 /// The enricher's alerting state: the detector (with its threshold windows)
@@ -48,7 +51,7 @@ pub(crate) struct Alerting {
 
 impl Alerting {
     pub(crate) fn new(ports: AlertPorts) -> Self {
-        let detector = Detector::new(ports.rules.clone());
+        let detector = Detector::with_config(ports.rules.clone(), ports.detector.clone());
         Alerting { ports, detector, detections: Vec::new(), watermark: EpochMillis::MIN }
     }
 
@@ -64,9 +67,10 @@ impl Alerting {
         stats: &PipelineStats,
     ) -> Result<(), PortError> {
         self.detections.clear();
+        let accounts = self.ports.accounts.current();
         for event in events {
             self.watermark = self.watermark.max(event.event_time);
-            let alias = self.ports.accounts.alias(&event.account_id);
+            let alias = accounts.alias(&event.account_id);
             self.detector.check(event, alias, &mut self.detections);
         }
         if !updates.is_empty() && self.ports.rules.has_origin_rules() {
@@ -114,32 +118,33 @@ impl Alerting {
         for (i, u) in updates.iter().enumerate() {
             last.insert((u.account_id.as_str(), u.event_id.as_str()), i);
         }
-        let mut failed: Option<(&OriginUpdate, PortError, u64)> = None;
-        for (i, update) in updates.iter().enumerate() {
-            if last.get(&(update.account_id.as_str(), update.event_id.as_str())) != Some(&i) {
-                continue;
-            }
-            let mut event = match with_retries(config, "history get", || history.get(&update.account_id, &update.event_id)).await {
-                Ok(Some(event)) => event,
-                // Not stored (its batch failed to store): it is checked when its file is read again.
-                Ok(None) => continue,
+        let latest: Vec<&OriginUpdate> =
+            updates.iter().enumerate().filter(|(i, u)| last.get(&(u.account_id.as_str(), u.event_id.as_str())) == Some(i)).map(|(_, u)| u).collect();
+        let accounts = self.ports.accounts.current();
+        // One read per chunk (on AWS each read is an Athena query).
+        for chunk in latest.chunks(SETTLED_READ) {
+            let keys: Vec<(String, String)> = chunk.iter().map(|u| (u.account_id.clone(), u.event_id.clone())).collect();
+            let events = match with_retries(config, "history get_many", || history.get_many(&keys)).await {
+                Ok(events) => events,
                 Err(e) => {
-                    match &mut failed {
-                        Some((_, _, n)) => *n += 1,
-                        None => failed = Some((update, e, 1)),
-                    }
+                    warn!(error = %e, events = keys.len(), account_id = %keys[0].0, event_id = %keys[0].1, "reading events whose origin settled failed; the rules on origin fields miss them");
                     continue;
                 }
             };
-            event.origin = Some(update.origin.clone());
-            let alias = self.ports.accounts.alias(&event.account_id);
-            self.detector.check_settled(&event, alias, &mut self.detections);
-        }
-        if let Some((first, e, events)) = failed {
-            warn!(error = %e, events, account_id = %first.account_id, event_id = %first.event_id, "reading events whose origin settled failed; the rules on origin fields miss them");
+            let origins: HashMap<(&str, &str), &OriginUpdate> = chunk.iter().map(|u| ((u.account_id.as_str(), u.event_id.as_str()), *u)).collect();
+            // Events not stored (their batch failed to store) are checked when their file is read again.
+            for mut event in events {
+                let Some(update) = origins.get(&(event.account_id.as_str(), event.event_id.as_str())) else { continue };
+                event.origin = Some(update.origin.clone());
+                let alias = accounts.alias(&event.account_id);
+                self.detector.check_settled(&event, alias, &mut self.detections);
+            }
         }
     }
 }
+
+/// Events whose origin settled read back at once.
+const SETTLED_READ: usize = 500;
 
 fn count(stats: &PipelineStats, report: &LifecycleReport) -> u64 {
     PipelineStats::add(&stats.alerts_opened, report.opened);

@@ -63,6 +63,12 @@ pub struct GenConfig {
     /// answer key). Needs at least [`MIN_INCIDENT_ACCOUNTS`] accounts and
     /// [`MIN_INCIDENT_EVENTS`] events.
     pub incidents: bool,
+    /// Account ids to use instead of generated ones, in order (management
+    /// first); accounts past the list get generated ids. Lets a test build the
+    /// trail of an organization created elsewhere (an emulator's).
+    pub account_ids: Vec<String>,
+    /// The organization id to use instead of a generated one.
+    pub org_id: Option<String>,
 }
 
 /// The fewest accounts incidents need (two production accounts among them).
@@ -72,7 +78,17 @@ pub const MIN_INCIDENT_EVENTS: u64 = 1_000;
 
 impl Default for GenConfig {
     fn default() -> Self {
-        GenConfig { accounts: 12, days: 1, events: 100_000, seed: 1, end: days_from_civil(2026, 11, 1) * 86_400_000, threads: 0, incidents: false }
+        GenConfig {
+            accounts: 12,
+            days: 1,
+            events: 100_000,
+            seed: 1,
+            end: days_from_civil(2026, 11, 1) * 86_400_000,
+            threads: 0,
+            incidents: false,
+            account_ids: Vec::new(),
+            org_id: None,
+        }
     }
 }
 
@@ -151,7 +167,20 @@ pub fn generate(config: &GenConfig, out: &Path, progress: &(dyn Fn(u64) + Sync))
         )));
     }
     let start = config.end - i64::from(config.days) * 86_400_000;
-    let org = org::Org::build(config.seed, config.accounts, config.end);
+    for id in &config.account_ids {
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(GenError::Config(format!("account id {id:?} is not 12 digits")));
+        }
+    }
+    if let Some(org) = &config.org_id {
+        if !org.starts_with("o-") || org.len() < 12 || !org[2..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            return Err(GenError::Config(format!("organization id {org:?} is not `o-` and 10 or more lower-case letters or digits")));
+        }
+    }
+    let mut org = org::Org::build_with(config.seed, config.accounts, config.end, &config.account_ids);
+    if let Some(id) = &config.org_id {
+        org.id.clone_from(id);
+    }
     let plan = plan::Plan::build(&org, config.seed, config.events, start, config.end, config.incidents).map_err(GenError::Config)?;
     std::fs::create_dir_all(out).map_err(io_error(out))?;
 

@@ -363,13 +363,20 @@ fn add_role(roles: &mut Vec<Role>, accounts: &mut [Account], rng: &mut Rng, acco
 
 impl Org {
     /// Builds the organization of `accounts` accounts (at least 2) for a seed.
+    #[cfg(test)]
     pub fn build(seed: u64, accounts: usize, end: EpochMillis) -> Org {
+        Org::build_with(seed, accounts, end, &[])
+    }
+
+    /// Like [`Org::build`], with the first accounts' ids given (management first).
+    pub fn build_with(seed: u64, accounts: usize, end: EpochMillis, ids: &[String]) -> Org {
         let mut rng = Rng::new(seed, STREAM_ORG);
         let id = format!("o-{}", rng.lower_alnum(10));
         let mut accts: Vec<Account> = Vec::with_capacity(accounts);
         let management_joined = end - rng.between(4 * 365, 6 * 365) * 86_400_000 - rng.between(0, 86_399_999);
         for (i, (name, kind)) in account_names(accounts.max(2)).into_iter().enumerate() {
-            let aid = account_id(&mut rng, &accts);
+            let generated = account_id(&mut rng, &accts);
+            let aid = ids.get(i).cloned().unwrap_or(generated);
             let mut regions = vec![HOME_REGION];
             let extra = if matches!(kind, AccountKind::Management | AccountKind::Identity | AccountKind::LogArchive) || rng.chance(0.6) { 1 } else { 2 };
             while regions.len() < 1 + extra {

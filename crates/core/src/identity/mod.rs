@@ -383,6 +383,25 @@ pub trait SessionStore: Send + Sync {
 pub trait SessionArchive: Send + Sync {
     /// The session of `access_key_id` valid at `at`, from history.
     async fn find(&self, access_key_id: &str, at: EpochMillis) -> Result<Option<Session>, PortError>;
+
+    /// The sessions of many keys at once: for each `(access key id, time of
+    /// use)`, the session valid then, if history holds it; each session once
+    /// (the two copies of a cross-account call merged), in no particular
+    /// order. The resolver asks for a whole batch's unknown keys in one call,
+    /// so an archive whose every search costs a query (Athena) answers it
+    /// with one. The default asks [`SessionArchive::find`] once per pair.
+    async fn find_many(&self, wanted: &[(String, EpochMillis)]) -> Result<Vec<Session>, PortError> {
+        let mut found: Vec<Session> = Vec::new();
+        for (access_key_id, at) in wanted {
+            if let Some(session) = self.find(access_key_id, *at).await? {
+                match found.iter_mut().find(|f| f.same_issue(&session)) {
+                    Some(known) => known.merge(&session),
+                    None => found.push(session),
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// Events waiting for a session.

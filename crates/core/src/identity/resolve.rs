@@ -9,6 +9,13 @@
 //! [`SessionCache`], the [`SessionStore`], then the optional
 //! [`SessionArchive`].
 //!
+//! An archive search can cost a query (Athena over the trail), so with an
+//! archive a batch is prefetched before it is walked: the keys its actors
+//! follow that the memo, cache and store do not know go to the archive in one
+//! [`SessionArchive::find_many`] call, then the keys of the callers of the
+//! sessions found, one call per hop level. A chain costs at most `max_hops`
+//! calls, usually one; the walk then finds every session in the memo.
+//!
 //! When a session is missing, the actor waits ([`Resolution::Waiting`]) on
 //! that key. Whether the fallback the record offers (Identity Center naming,
 //! an instance profile, `sourceIdentity`) is shown meanwhile is the
@@ -166,7 +173,11 @@ pub struct ResolverStats {
     /// Session lookups answered by an earlier lookup of the same batch.
     pub batch_reuses: u64,
     pub store_lookups: u64,
+    /// Keys asked of the archive (every key of every call).
     pub archive_lookups: u64,
+    /// Calls to the archive ([`SessionArchive::find_many`]): one per hop
+    /// level of a batch's prefetch, and one per key the prefetch missed.
+    pub archive_queries: u64,
     /// Sessions the archive found (and the store was given).
     pub archive_found: u64,
     pub cache: CacheStats,
@@ -188,6 +199,7 @@ struct Counters {
     batch_reuses: AtomicU64,
     store_lookups: AtomicU64,
     archive_lookups: AtomicU64,
+    archive_queries: AtomicU64,
     archive_found: AtomicU64,
 }
 
@@ -203,6 +215,45 @@ struct SharedCopy {
 struct Batch {
     found: HashMap<String, Vec<Arc<Session>>>,
     missing: HashSet<(String, EpochMillis)>,
+}
+
+impl Batch {
+    /// The session of `key` valid at `at` among those found in this batch.
+    fn found(&self, key: &str, at: EpochMillis) -> Option<&Arc<Session>> {
+        self.found.get(key).and_then(|all| all.iter().filter(|s| s.valid_at(at)).max_by_key(|s| s.issued_at))
+    }
+}
+
+/// What the batch memo, the cache and the store know of a key at a time.
+enum Known {
+    Found(Arc<Session>),
+    /// Known to be missing (the memo or a cached "not found").
+    Missing,
+    /// Not in the store: the archive may know.
+    Unknown,
+}
+
+/// The keys of one hop level of a prefetch, each once, at the earliest time
+/// it is used; a key already asked at a lower level is not asked again.
+#[derive(Default)]
+struct Level {
+    wanted: Vec<(String, EpochMillis)>,
+    index: HashMap<String, usize>,
+}
+
+impl Level {
+    fn add(&mut self, key: String, at: EpochMillis, asked: &HashSet<String>) {
+        if asked.contains(&key) {
+            return;
+        }
+        match self.index.get(&key) {
+            Some(&i) => self.wanted[i].1 = self.wanted[i].1.min(at),
+            None => {
+                self.index.insert(key.clone(), self.wanted.len());
+                self.wanted.push((key, at));
+            }
+        }
+    }
 }
 
 /// Resolves actors to origins. Cheap to share (`Arc<Resolver>`); all state is
@@ -323,6 +374,7 @@ impl Resolver {
             batch_reuses: c.batch_reuses.load(Ordering::Relaxed),
             store_lookups: c.store_lookups.load(Ordering::Relaxed),
             archive_lookups: c.archive_lookups.load(Ordering::Relaxed),
+            archive_queries: c.archive_queries.load(Ordering::Relaxed),
             archive_found: c.archive_found.load(Ordering::Relaxed),
             cache: self.cache.stats(),
         }
@@ -370,6 +422,7 @@ impl Resolver {
         }
         self.counters.actors.fetch_add(actors.len() as u64, Ordering::Relaxed);
         let mut batch = Batch::default();
+        self.prefetch(actors, &mut batch).await?;
         let mut out = Vec::with_capacity(actors.len());
         for actor in actors {
             out.push(self.walk(*actor, &mut batch).await?);
@@ -385,6 +438,52 @@ impl Resolver {
                 self.shared.insert(shared.to_owned(), Arc::new(SharedCopy { caller: actor.caller.clone(), at: actor.at })).await;
             }
         }
+    }
+
+    /// Before a batch is walked, asks the archive once per hop level for the
+    /// keys the walk will follow that the memo, cache and store do not know:
+    /// the actors' own keys (or those of the caller's copy an `AWSAccount`
+    /// actor resolves through), then the keys of the callers of the sessions
+    /// found at that level, and so on. Only with an archive: without one, the
+    /// walk's own lookups cost no more than this would.
+    async fn prefetch(&self, actors: &[Actor<'_>], batch: &mut Batch) -> Result<(), PortError> {
+        if self.archive.is_none() {
+            return Ok(());
+        }
+        let mut asked: HashSet<String> = HashSet::new();
+        let mut level = Level::default();
+        for actor in actors {
+            let copy = match actor.shared_event_id {
+                Some(shared) if actor.caller.identity_type == "AWSAccount" => self.shared.get(shared).await,
+                _ => None,
+            };
+            let (caller, at) = copy.as_deref().map_or((actor.caller, actor.at), |c| (&c.caller, c.at));
+            if let Step::Follow(key) = origin::step(caller, None) {
+                level.add(key, at, &asked);
+            }
+        }
+        for _ in 0..self.config.max_hops {
+            if level.wanted.is_empty() {
+                break;
+            }
+            let mut sessions = Vec::new();
+            let mut unknown = Vec::new();
+            for (key, at) in std::mem::take(&mut level).wanted {
+                asked.insert(key.clone());
+                match self.known(&key, at, batch).await? {
+                    Known::Found(session) => sessions.push(session),
+                    Known::Missing => {}
+                    Known::Unknown => unknown.push((key, at)),
+                }
+            }
+            sessions.extend(self.search_archive(&unknown, batch).await?);
+            for session in sessions.iter().filter(|s| s.kind != IssueKind::GetFederationToken) {
+                if let Step::Follow(key) = origin::step(&session.caller, Some(session)) {
+                    level.add(key, session.issued_at, &asked);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn walk(&self, actor: Actor<'_>, batch: &mut Batch) -> Result<Resolution, PortError> {
@@ -506,54 +605,89 @@ impl Resolver {
 
     /// The session of `key` valid at `at`: batch memo, cache, store, archive.
     async fn lookup(&self, key: &str, at: EpochMillis, batch: &mut Batch) -> Result<Option<Arc<Session>>, PortError> {
-        if let Some(found) = batch.found.get(key).and_then(|all| all.iter().filter(|s| s.valid_at(at)).max_by_key(|s| s.issued_at)) {
+        Ok(match self.known(key, at, batch).await? {
+            Known::Found(session) => Some(session),
+            Known::Missing => None,
+            Known::Unknown => self.search_archive(&[(key.to_owned(), at)], batch).await?.pop(),
+        })
+    }
+
+    /// What the batch memo, the cache and the store know of `key` at `at`.
+    /// A session found is remembered in the memo (and, from the store, in
+    /// the cache); an unknown key is left for [`Resolver::search_archive`].
+    async fn known(&self, key: &str, at: EpochMillis, batch: &mut Batch) -> Result<Known, PortError> {
+        if let Some(found) = batch.found(key, at) {
             self.counters.batch_reuses.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(found.clone()));
+            return Ok(Known::Found(found.clone()));
         }
         let memo_key = (key.to_owned(), at);
         if batch.missing.contains(&memo_key) {
             self.counters.batch_reuses.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+            return Ok(Known::Missing);
         }
-        let found = match self.cache.get(key, at).await {
-            CacheLookup::Hit(session) => Some(session),
-            CacheLookup::NegativeHit => None,
-            CacheLookup::Miss => self.fetch(key, at).await?,
+        let known = match self.cache.get(key, at).await {
+            CacheLookup::Hit(session) => Known::Found(session),
+            CacheLookup::NegativeHit => Known::Missing,
+            CacheLookup::Miss => {
+                self.counters.store_lookups.fetch_add(1, Ordering::Relaxed);
+                let now = self.watermark.load(Ordering::Relaxed).max(at);
+                match self.store.get(key, at, now).await? {
+                    Some(session) => {
+                        let session = Arc::new(session);
+                        self.cache.insert_found(session.clone()).await;
+                        Known::Found(session)
+                    }
+                    None => Known::Unknown,
+                }
+            }
         };
-        match &found {
-            Some(session) => batch.found.entry(key.to_owned()).or_default().push(session.clone()),
-            None => {
+        match &known {
+            Known::Found(session) => batch.found.entry(key.to_owned()).or_default().push(session.clone()),
+            Known::Missing => {
                 batch.missing.insert(memo_key);
             }
+            Known::Unknown => {}
         }
-        Ok(found)
+        Ok(known)
     }
 
-    async fn fetch(&self, key: &str, at: EpochMillis) -> Result<Option<Arc<Session>>, PortError> {
-        self.counters.store_lookups.fetch_add(1, Ordering::Relaxed);
-        let now = self.watermark.load(Ordering::Relaxed).max(at);
-        let mut found = self.store.get(key, at, now).await?;
-        if found.is_none() {
-            if let Some(archive) = &self.archive {
-                self.counters.archive_lookups.fetch_add(1, Ordering::Relaxed);
-                found = archive.find(key, at).await?;
-                if let Some(session) = &found {
-                    self.counters.archive_found.fetch_add(1, Ordering::Relaxed);
-                    self.store.put(vec![session.clone()].into()).await?;
+    /// Asks the archive, in one call, for keys the store does not know. What
+    /// it finds is stored, cached and remembered in the memo; every pair it
+    /// has no session for is cached and remembered as missing (all of them
+    /// without an archive). Returns the session found for each pair that has
+    /// one, in the order asked.
+    async fn search_archive(&self, wanted: &[(String, EpochMillis)], batch: &mut Batch) -> Result<Vec<Arc<Session>>, PortError> {
+        let found: Vec<Arc<Session>> = match &self.archive {
+            Some(archive) if !wanted.is_empty() => {
+                self.counters.archive_queries.fetch_add(1, Ordering::Relaxed);
+                self.counters.archive_lookups.fetch_add(wanted.len() as u64, Ordering::Relaxed);
+                let found = archive.find_many(wanted).await?;
+                self.counters.archive_found.fetch_add(found.len() as u64, Ordering::Relaxed);
+                if !found.is_empty() {
+                    self.store.put(found.clone().into()).await?;
+                }
+                found.into_iter().map(Arc::new).collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut answers = Vec::new();
+        for (key, at) in wanted {
+            match found.iter().filter(|s| s.access_key_id == *key && s.valid_at(*at)).max_by_key(|s| s.issued_at) {
+                Some(session) => {
+                    self.cache.insert_found(session.clone()).await;
+                    let memo = batch.found.entry(key.clone()).or_default();
+                    if !memo.iter().any(|m| m.same_issue(session)) {
+                        memo.push(session.clone());
+                    }
+                    answers.push(session.clone());
+                }
+                None => {
+                    self.cache.insert_missing(key, *at).await;
+                    batch.missing.insert((key.clone(), *at));
                 }
             }
         }
-        Ok(match found {
-            Some(session) => {
-                let session = Arc::new(session);
-                self.cache.insert_found(session.clone()).await;
-                Some(session)
-            }
-            None => {
-                self.cache.insert_missing(key, at).await;
-                None
-            }
-        })
+        Ok(answers)
     }
 }
 
@@ -648,6 +782,107 @@ mod tests {
         assert_eq!(found.origin().confidence, Confidence::Exact);
         assert_eq!((resolver.stats().archive_lookups, resolver.stats().archive_found), (1, 1));
         assert!(store.get("ASIAOLD", T0 + 60_000, T0).await.unwrap().is_some(), "what the archive found is stored");
+    }
+
+    /// An archive that holds some sessions and records every call.
+    #[derive(Default)]
+    struct Recording {
+        sessions: Vec<Session>,
+        find_many_calls: std::sync::Mutex<Vec<Vec<(String, EpochMillis)>>>,
+        find_calls: std::sync::atomic::AtomicU64,
+    }
+
+    impl Recording {
+        fn holding(sessions: Vec<Session>) -> Arc<Self> {
+            Arc::new(Recording { sessions, ..Recording::default() })
+        }
+
+        fn calls(&self) -> Vec<Vec<(String, EpochMillis)>> {
+            self.find_many_calls.lock().unwrap().clone()
+        }
+
+        fn lookup(&self, access_key_id: &str, at: EpochMillis) -> Option<Session> {
+            self.sessions.iter().find(|s| s.access_key_id == access_key_id && s.valid_at(at)).cloned()
+        }
+    }
+
+    #[async_trait]
+    impl SessionArchive for Recording {
+        async fn find(&self, access_key_id: &str, at: EpochMillis) -> Result<Option<Session>, PortError> {
+            self.find_calls.fetch_add(1, Ordering::Relaxed);
+            Ok(self.lookup(access_key_id, at))
+        }
+
+        async fn find_many(&self, wanted: &[(String, EpochMillis)]) -> Result<Vec<Session>, PortError> {
+            self.find_many_calls.lock().unwrap().push(wanted.to_vec());
+            Ok(wanted.iter().filter_map(|(key, at)| self.lookup(key, *at)).collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_asks_the_archive_once_for_all_its_unknown_keys() {
+        let keys: Vec<String> = (0..10).map(|i| format!("ASIAKEY{i}")).collect();
+        // The archive knows eight of the ten keys; ASIAKEY8 and ASIAKEY9 were never issued.
+        let archive = Recording::holding(keys[..8].iter().map(|k| session(k, T0)).collect());
+        let resolver = Resolver::new(Arc::new(MemorySessionStore::new()), Some(archive.clone()), ResolverConfig::default());
+        let callers: Vec<Caller> = keys.iter().map(|k| role_user(k)).collect();
+        let actors: Vec<Actor<'_>> = (0..50).map(|i| Actor::new(&callers[i % 10], T0 + 60_000 + i as EpochMillis * 1000)).collect();
+
+        let out = resolver.resolve_batch(&actors).await.unwrap();
+
+        let calls = archive.calls();
+        assert_eq!(calls.len(), 1, "one find_many for the whole batch: {calls:?}");
+        let mut asked: Vec<&str> = calls[0].iter().map(|(k, _)| k.as_str()).collect();
+        asked.sort_unstable();
+        assert_eq!(asked, keys.iter().map(String::as_str).collect::<Vec<_>>(), "each distinct key once");
+        assert_eq!(archive.find_calls.load(Ordering::Relaxed), 0, "no key was looked up on its own");
+        for (actor, resolution) in actors.iter().zip(&out) {
+            let key = actor.caller.access_key_id.as_deref().unwrap();
+            match key {
+                "ASIAKEY8" | "ASIAKEY9" => assert_eq!(resolution.missing().map(|m| m.access_key_id.as_str()), Some(key)),
+                _ => {
+                    assert_eq!(resolution.origin().confidence, Confidence::Exact, "{key}");
+                    assert_eq!(resolution.origin().principal.as_deref(), Some("arn:aws:iam::508917263341:user/maria"));
+                }
+            }
+        }
+        let stats = resolver.stats();
+        assert_eq!((stats.archive_queries, stats.archive_lookups, stats.archive_found), (1, 10, 8));
+
+        // The next batch asks nothing: the found sessions are stored and cached,
+        // the two misses are cached as missing.
+        resolver.resolve_batch(&actors).await.unwrap();
+        assert_eq!(archive.calls().len(), 1);
+        assert_eq!(archive.find_calls.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn chains_cost_one_archive_call_per_hop_level() {
+        // Three chains of two hops: ASIADEEPn was issued to a session of
+        // ASIAMIDn, which maria's IAM user asked for.
+        let mut sessions = Vec::new();
+        for n in 0..3 {
+            sessions.push(session(&format!("ASIAMID{n}"), T0));
+            sessions.push(Session { caller: role_user(&format!("ASIAMID{n}")), ..session(&format!("ASIADEEP{n}"), T0 + 600_000) });
+        }
+        let archive = Recording::holding(sessions);
+        let resolver = Resolver::new(Arc::new(MemorySessionStore::new()), Some(archive.clone()), ResolverConfig::default());
+        let callers: Vec<Caller> = (0..3).map(|n| role_user(&format!("ASIADEEP{n}"))).collect();
+        let actors: Vec<Actor<'_>> = (0..9).map(|i| Actor::new(&callers[i % 3], T0 + 900_000 + i as EpochMillis * 1000)).collect();
+
+        let out = resolver.resolve_batch(&actors).await.unwrap();
+
+        let calls = archive.calls();
+        let mut keys: Vec<Vec<String>> = calls.iter().map(|call| call.iter().map(|(k, _)| k.clone()).collect()).collect();
+        keys.iter_mut().for_each(|level| level.sort_unstable());
+        assert_eq!(keys, [["ASIADEEP0", "ASIADEEP1", "ASIADEEP2"], ["ASIAMID0", "ASIAMID1", "ASIAMID2"]], "one call per hop level");
+        assert!(calls[1].iter().all(|(_, at)| *at == T0 + 600_000), "a caller's key is asked at the time it asked for the session");
+        assert_eq!(archive.find_calls.load(Ordering::Relaxed), 0);
+        for resolution in &out {
+            let origin = resolution.origin();
+            assert_eq!((origin.confidence, origin.chain.len()), (Confidence::Exact, 2));
+            assert_eq!(origin.principal.as_deref(), Some("arn:aws:iam::508917263341:user/maria"));
+        }
     }
 
     #[tokio::test]

@@ -1,0 +1,159 @@
+//! A local AWS emulator (moto server) for tests: started on a free port,
+//! stopped when the process that started it exits, reset on request.
+//!
+//! The emulator is found at `$TRAILWATCH_MOTO_SERVER`, else at
+//! `.venv/bin/moto_server` in the workspace (where `scripts/test` installs
+//! it). Tests fail, not skip, when it is missing: the message says how to
+//! install it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::clients::{AwsSettings, StaticCredentials};
+
+/// The region tests use.
+pub const REGION: &str = "us-east-1";
+
+/// A running moto server.
+#[derive(Debug)]
+pub struct Moto {
+    pub port: u16,
+    child: Child,
+}
+
+fn workspace_root() -> PathBuf {
+    // crates/aws → the workspace.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where the moto server executable is.
+pub fn server_path() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("TRAILWATCH_MOTO_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = workspace_root().join(".venv/bin/moto_server");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "the AWS emulator is not installed ({} is missing): run scripts/test, or \
+             `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'`",
+            path.display()
+        ))
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Moto {
+    /// Starts a server and waits until it answers.
+    pub fn start() -> Result<Moto, String> {
+        let server = server_path()?;
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        // A watchdog shell stops the server when this process goes away,
+        // however it ends (a test binary never runs destructors of statics).
+        let script = format!(
+            "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & server=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.5; done; kill $server 2>/dev/null",
+            parent = std::process::id()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(&server)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", server.display()))?;
+        let moto = Moto { port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if moto.reset().is_ok() {
+                return Ok(moto);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("moto server on port {port} did not answer within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Settings that point every client at this server.
+    pub fn settings(&self) -> AwsSettings {
+        AwsSettings {
+            region: Some(REGION.to_owned()),
+            endpoint_url: Some(self.endpoint()),
+            credentials: Some(StaticCredentials::test()),
+            organizations_role: None,
+        }
+    }
+
+    /// Clears every service's state.
+    pub fn reset(&self) -> Result<(), String> {
+        self.post("/moto-api/reset", "")
+    }
+
+    /// Posts `body` to one of moto's own endpoints; Ok on HTTP 200.
+    pub fn post(&self, path: &str, body: &str) -> Result<(), String> {
+        let (status, text) = self.request("POST", path, body)?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(format!("POST {path}: HTTP {status}: {text}"))
+        }
+    }
+
+    /// A plain HTTP/1.1 request to the server: status and body.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no HTTP status in {response:?}"))?;
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        Ok((status, body))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // Killing the watchdog's shell leaves the server to notice on its own;
+        // stop the server first through its parent-less path: reset then kill.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+static SHARED: std::sync::OnceLock<Result<Moto, String>> = std::sync::OnceLock::new();
+
+/// One server for the whole test binary. Tests sharing it use their own
+/// resource names ([`unique`]) instead of resetting, so they can run in parallel.
+pub fn shared() -> &'static Moto {
+    match SHARED.get_or_init(Moto::start) {
+        Ok(moto) => moto,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A resource name no other test of this run uses: `prefix-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{n}", std::process::id())
+}

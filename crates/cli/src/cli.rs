@@ -35,6 +35,14 @@ pub enum Command {
     Api(ApiArgs),
     /// Run one GraphQL query against the data directory, without a server, and print the JSON response.
     Query(QueryArgs),
+    /// AWS mode: consume the trail bucket's notifications; record sessions; hand files to the enricher.
+    Collector(crate::aws::args::CollectorArgs),
+    /// AWS mode: resolve, check rules, raise alerts (SNS) and write enriched history for the files handed on.
+    Enricher(crate::aws::args::EnricherArgs),
+    /// AWS mode: list the trail bucket by account, region and day; hand the enricher what the ledger lacks.
+    Backfill(crate::aws::args::BackfillArgs),
+    /// AWS mode: create the tables, queues, topics and bucket notifications (development accounts, emulators).
+    AwsSetup(crate::aws::args::AwsSetupArgs),
 }
 
 /// Where the API listens and who may use it.
@@ -67,6 +75,14 @@ pub struct ApiArgs {
     /// Rules (besides the built-in pack) the `rules` query lists.
     #[arg(long, env = "TRAILWATCH_RULES")]
     pub rules: Option<PathBuf>,
+    /// Serve from the AWS stores (DynamoDB, Athena, Organizations) instead of the data directory.
+    #[arg(long)]
+    pub aws: bool,
+    #[command(flatten)]
+    pub aws_options: crate::aws::args::AwsOptions,
+    /// With --aws: do not read Organizations (accounts are then known by id only).
+    #[arg(long)]
+    pub no_organizations: bool,
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +331,13 @@ pub struct GenArgs {
     /// alerts they must raise in expected.json. Needs at least 6 accounts and 1000 events.
     #[arg(long)]
     pub incidents: bool,
+    /// Use these account ids (management first, comma-separated) instead of generated ones:
+    /// the trail of an organization that exists elsewhere.
+    #[arg(long, value_delimiter = ',')]
+    pub account_ids: Vec<String>,
+    /// Use this organization id (`o-…`) instead of a generated one.
+    #[arg(long)]
+    pub org_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

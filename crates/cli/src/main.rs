@@ -1,6 +1,7 @@
 //! The `trailwatch` command.
 
 mod api;
+mod aws;
 mod builtin_rules;
 mod cli;
 mod commands;

@@ -275,7 +275,13 @@ impl Alerting {
         let names: Vec<String> = sinks.iter().map(|s| s.name().to_owned()).collect();
         record_sinks(data, &names)?;
         let lifecycle = Arc::new(Lifecycle::new(store.clone(), names, LifecycleConfig::default()));
-        let ports = AlertPorts { rules, lifecycle, accounts, delivery: Some(DeliveryHandle::new()) };
+        let ports = AlertPorts {
+            rules,
+            lifecycle,
+            accounts: Arc::new((*accounts).clone().into()),
+            delivery: Some(DeliveryHandle::new()),
+            detector: Default::default(),
+        };
         Ok(Some(Alerting { ports, sinks, stats: Arc::new(DeliveryStats::default()), store: store.clone() }))
     }
 

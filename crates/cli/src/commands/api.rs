@@ -22,7 +22,7 @@ fn open(data: &std::path::Path) -> anyhow::Result<Arc<trailwatch_embedded::Sqlit
     pipeline::open_store(data)
 }
 
-pub fn rules(dir: Option<&std::path::Path>) -> anyhow::Result<Arc<trailwatch_core::rules::RuleSet>> {
+pub fn api_rules(dir: Option<&std::path::Path>) -> anyhow::Result<Arc<trailwatch_core::rules::RuleSet>> {
     match pipeline::load_rules(dir, true)? {
         Ok(rules) => Ok(rules),
         Err(errors) => {
@@ -37,7 +37,7 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let data = &args.data.data;
     let store = open(data)?;
     let sinks = pipeline::recorded_sinks(data);
-    let deps = server::deps(&store, rules(args.rules.as_deref())?, data, None, sinks, server::feed())?;
+    let deps = server::deps(&store, api_rules(args.rules.as_deref())?, data, None, sinks, server::feed())?;
     let (tokens, generated) = server::tokens(&args.api)?;
     // Subscriptions are fed from the outbox's `api` entries, as inside `run`.
     let feed: Arc<dyn AlertSink> = Arc::new(BroadcastSink::new(deps.alert_feed.clone()));
@@ -58,7 +58,7 @@ pub async fn api(args: ApiArgs) -> anyhow::Result<ExitCode> {
 pub async fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let data = &args.data.data;
     let store = open(data)?;
-    let deps = server::deps(&store, rules(args.rules.as_deref())?, data, None, pipeline::recorded_sinks(data), server::feed())?;
+    let deps = server::deps(&store, api_rules(args.rules.as_deref())?, data, None, pipeline::recorded_sinks(data), server::feed())?;
     let schema = trailwatch_api::schema(deps);
     let mut request = async_graphql::Request::new(args.query);
     if let Some(variables) = &args.variables {

@@ -23,6 +23,8 @@ pub async fn gen(args: GenArgs) -> anyhow::Result<ExitCode> {
         end,
         threads: args.threads.map_or(0, usize::from),
         incidents: args.incidents,
+        account_ids: args.account_ids,
+        org_id: args.org_id,
     };
     let started = std::time::Instant::now();
     let report = generate(config, args.out.clone()).await?;

@@ -1,7 +1,7 @@
 //! One module per subcommand.
 
 mod alerts;
-mod api;
+pub mod api;
 mod export;
 mod gen;
 mod ingest;
@@ -38,8 +38,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Resolve(args)) => resolve::resolve(args).await,
         Some(Command::Rules(args)) => rules::rules(args).await,
         Some(Command::Alerts(args)) => alerts::alerts(args).await,
+        Some(Command::Api(args)) if args.aws => crate::aws::api::run(args).await,
         Some(Command::Api(args)) => api::api(args).await,
         Some(Command::Query(args)) => api::query(args).await,
+        Some(Command::Collector(args)) => crate::aws::collector::run(args).await,
+        Some(Command::Enricher(args)) => crate::aws::enricher::run(args).await,
+        Some(Command::Backfill(args)) => crate::aws::backfill::run(args).await,
+        Some(Command::AwsSetup(args)) => crate::aws::setup::run(args).await,
     }
 }
 

@@ -32,7 +32,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             if !trail.join("expected.json").exists() {
                 // Traffic up to the current minute, so the demo looks like today.
                 let end = super::now_ms() / 60_000 * 60_000;
-                let config = GenConfig { accounts: 12, days: 1, events: args.demo_events, seed: 1, end, threads: 0, incidents: true };
+                let config = GenConfig { accounts: 12, days: 1, events: args.demo_events, seed: 1, end, threads: 0, incidents: true, ..GenConfig::default() };
                 println!("generating a demo organization ({} events, 12 accounts) into {}", thousands(config.events), trail.display());
                 super::gen::generate(config, trail.clone()).await?;
             }
@@ -55,7 +55,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         let (rules, sinks) = match &alerting {
             Some(a) => (a.ports.rules.clone(), a.sinks.iter().map(|s| s.name().to_owned()).collect()),
-            None => (super::api::rules(args.alerts.rules.as_deref())?, Vec::new()),
+            None => (super::api::api_rules(args.alerts.rules.as_deref())?, Vec::new()),
         };
         let deps = api::deps(&store, rules, &data, Some(&trail), sinks, feed)?;
         let (tokens, generated) = api::tokens(&args.api)?;

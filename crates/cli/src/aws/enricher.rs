@@ -1,0 +1,354 @@
+//! `trailwatch enricher`: reads the files the collector (or `backfill`)
+//! hands on, and runs them through the same enricher as the embedded mode:
+//! sessions recorded, origins resolved (moka → session table → one Athena
+//! query per batch for what is still unknown), rules checked, alerts stored in
+//! DynamoDB with their outbox and published to SNS, enriched events written
+//! to S3 for Athena.
+//!
+//! A queue message is deleted only once the ledger has recorded its file as
+//! final — after its events are stored and its alerts committed. A file that
+//! failed (a store error, an unreadable object) keeps its message, which is
+//! received again after its visibility timeout and, after the queue's
+//! maxReceiveCount, lands in the dead-letter queue.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use trailwatch_aws::alerts::DynamoAlertStore;
+use trailwatch_aws::athena::AthenaArchive;
+use trailwatch_aws::clients::Clients;
+use trailwatch_aws::dynamo::{DynamoAliases, DynamoLedger, DynamoPendingStore, DynamoSessionStore};
+use trailwatch_aws::history::S3History;
+use trailwatch_aws::organizations::load_directory;
+use trailwatch_aws::s3::S3Source;
+use trailwatch_aws::sns::SnsSink;
+use trailwatch_aws::sqs::{Queue, Received, VisibilityKeeper};
+use trailwatch_collector::{collect_file, CollectorPorts};
+use trailwatch_core::accounts::{AccountDirectory, SharedDirectory};
+use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleConfig};
+use trailwatch_core::alerts::{AlertSink, AlertStore};
+use trailwatch_core::event::{FileBatch, FileOutcome, RejectedRecord};
+use trailwatch_core::identity::{PendingConfig, PendingSet, Resolver, ResolverConfig, SessionArchive};
+use trailwatch_core::layout::classify;
+use trailwatch_core::ports::{Checkpoints, FileActivity, LedgerEntry, LedgerSummary, ObjectMeta, PortError};
+use trailwatch_core::rules::DetectorConfig;
+use trailwatch_core::stats::PipelineStats;
+use trailwatch_core::time::EpochMillis;
+use trailwatch_enricher::alerting::AlertPorts;
+use trailwatch_enricher::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryStats};
+use trailwatch_enricher::{EnricherConfig, EnricherPorts};
+
+use super::args::EnricherArgs;
+use super::metrics::{self, Counters};
+use super::{queue_url, FileMessage, Settings, SESSION_MARGIN_MS};
+use crate::commands::shutdown_on_signal;
+use crate::pipeline::load_rules;
+
+/// How long the Athena fallback remembers that a key was not found.
+const ARCHIVE_NEGATIVE_TTL: Duration = Duration::from_secs(15 * 60);
+/// How far before its use a session can have been issued (GetSessionToken and
+/// GetFederationToken last up to 36 h): the Athena fallback scans that many days back.
+const ARCHIVE_LOOKBACK: Duration = Duration::from_secs(36 * 3600);
+
+/// A received message whose file is in the pipeline.
+struct InFlight {
+    receipt: String,
+    message_id: String,
+    keeper: VisibilityKeeper,
+}
+
+/// The ledger, acknowledging queue messages once their file is recorded.
+struct AckingLedger {
+    inner: Arc<DynamoLedger>,
+    queue: Queue,
+    in_flight: Mutex<HashMap<String, Vec<InFlight>>>,
+    counters: Arc<Counters>,
+}
+
+impl AckingLedger {
+    fn track(&self, key: &str, message: &Received, keeper: VisibilityKeeper) {
+        if let Ok(mut all) = self.in_flight.lock() {
+            all.entry(key.to_owned()).or_default().push(InFlight { receipt: message.receipt_handle.clone(), message_id: message.message_id.clone(), keeper });
+        }
+    }
+
+    fn take(&self, key: &str) -> Vec<InFlight> {
+        self.in_flight.lock().map(|mut all| all.remove(key).unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl Checkpoints for AckingLedger {
+    async fn lookup(&self, keys: &[String]) -> Result<HashMap<String, LedgerEntry>, PortError> {
+        self.inner.lookup(keys).await
+    }
+
+    async fn record(&self, outcomes: Arc<[FileOutcome]>, at: EpochMillis) -> Result<(), PortError> {
+        self.inner.record(outcomes.clone(), at).await?;
+        for outcome in outcomes.iter() {
+            for message in self.take(&outcome.key) {
+                message.keeper.stop().await;
+                if !outcome.status.is_final() {
+                    // Received again after its visibility timeout; the dead-letter queue after maxReceiveCount.
+                    warn!(key = %outcome.key, status = %outcome.status, error = outcome.error.as_deref().unwrap_or("-"), "file not finished; its message will be received again");
+                    continue;
+                }
+                match self.queue.delete(&message.receipt).await {
+                    Ok(()) => Counters::add(&self.counters.messages_acknowledged, 1),
+                    Err(e) => {
+                        warn!(message_id = %message.message_id, error = %e, "deleting a finished file's message failed; it will be received again and found done")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn summary(&self) -> Result<LedgerSummary, PortError> {
+        self.inner.summary().await
+    }
+
+    async fn problems(&self, limit: usize) -> Result<Vec<LedgerEntry>, PortError> {
+        self.inner.problems(limit).await
+    }
+
+    async fn rejected(&self, key: &str) -> Result<Vec<RejectedRecord>, PortError> {
+        self.inner.rejected(key).await
+    }
+
+    async fn activity(&self) -> Result<Vec<FileActivity>, PortError> {
+        self.inner.activity().await
+    }
+}
+
+/// The account directory from Organizations with the overrides table applied.
+pub async fn load_accounts(clients: &Clients, settings: &Settings, organizations: bool) -> anyhow::Result<AccountDirectory> {
+    let mut directory = if organizations {
+        load_directory(&clients.organizations).await.context("listing the organization's accounts (Organizations ListAccounts)")?
+    } else {
+        AccountDirectory::new()
+    };
+    let overrides = DynamoAliases::new(clients.dynamodb.clone(), settings.tables.aliases.clone());
+    let overrides = overrides.all().await.context("reading the account alias overrides")?;
+    for (id, alias) in &overrides {
+        directory.set_alias(id, alias);
+    }
+    Ok(directory)
+}
+
+/// Refreshes `shared` every `every`, keeping the last good copy when a refresh fails.
+pub fn spawn_refresh(
+    clients: Clients,
+    settings: Arc<Settings>,
+    organizations: bool,
+    shared: Arc<SharedDirectory>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match load_accounts(&clients, &settings, organizations).await {
+                Ok(directory) => {
+                    info!(accounts = directory.len(), "account list refreshed");
+                    shared.replace(directory);
+                }
+                Err(e) => warn!(error = format!("{e:#}"), "refreshing the account list failed; keeping the last one"),
+            }
+        }
+    });
+}
+
+/// Identity resolution over the session table, the pending table and Athena.
+pub fn identity(clients: &Clients, settings: &Settings, athena: bool) -> anyhow::Result<Arc<PendingSet>> {
+    let sessions = Arc::new(DynamoSessionStore::new(clients.dynamodb.clone(), settings.tables.sessions.clone(), SESSION_MARGIN_MS));
+    let archive: Option<Arc<dyn SessionArchive>> = if athena {
+        let archive = AthenaArchive::new(settings.athena(clients), settings.options.athena_trail_table.clone(), ARCHIVE_LOOKBACK, ARCHIVE_NEGATIVE_TTL)
+            .context("the Athena fallback's settings")?;
+        Some(Arc::new(archive))
+    } else {
+        None
+    };
+    let resolver = Arc::new(Resolver::new(sessions, archive, ResolverConfig::default()));
+    let pending = Arc::new(DynamoPendingStore::new(clients.dynamodb.clone(), settings.tables.pending.clone()));
+    Ok(Arc::new(PendingSet::new(resolver, pending, PendingConfig::default())))
+}
+
+/// The enriched history on S3, read through Athena.
+pub fn history(clients: &Clients, settings: &Settings) -> anyhow::Result<Arc<S3History>> {
+    Ok(Arc::new(S3History::new(
+        clients.s3.clone(),
+        settings.history_bucket()?.to_owned(),
+        settings.options.history_prefix.clone(),
+        Some(settings.athena(clients)),
+        settings.options.athena_events_table.clone(),
+    )))
+}
+
+pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
+    let settings = Arc::new(Settings::from_options(&args.aws)?);
+    let clients = settings.connect("enricher").await?;
+    let queue_url = queue_url(&clients, args.enricher_queue.as_deref(), "--enricher-queue", "TRAILWATCH_ENRICHER_QUEUE").await?;
+    let topic = args.alert_topic_arn.clone().context("--alert-topic-arn (TRAILWATCH_ALERT_TOPIC_ARN) is not set")?;
+    let bucket = settings.trail_bucket()?.to_owned();
+    let queue = Queue::new(clients.sqs.clone(), queue_url.clone());
+    let shutdown = shutdown_on_signal();
+    let counters = Arc::new(Counters::default());
+    let stats = Arc::new(PipelineStats::default());
+    let _metrics =
+        metrics::serve(settings.options.metrics_listen, "enricher", counters.clone(), Some(stats.clone()), clients.calls.clone(), shutdown.clone()).await?;
+
+    let ledger = Arc::new(AckingLedger {
+        inner: Arc::new(DynamoLedger::new(clients.dynamodb.clone(), settings.tables.ledger.clone())),
+        queue: queue.clone(),
+        in_flight: Mutex::new(HashMap::new()),
+        counters: counters.clone(),
+    });
+    let rules = match load_rules(args.rules.as_deref(), true)? {
+        Ok(rules) => rules,
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            anyhow::bail!("{} rule file error(s):\n{}", errors.len(), list.join("\n"));
+        }
+    };
+    let directory = load_accounts(&clients, &settings, !args.no_organizations).await?;
+    info!(accounts = directory.len(), rules = rules.rules().len(), "enricher ready");
+    let accounts = Arc::new(SharedDirectory::new(directory));
+    spawn_refresh(clients.clone(), settings.clone(), !args.no_organizations, accounts.clone(), Duration::from_secs(args.accounts_refresh), shutdown.clone());
+
+    let alert_store: Arc<dyn AlertStore> = Arc::new(DynamoAlertStore::new(clients.dynamodb.clone(), settings.tables.alerts.clone()));
+    let sns: Arc<dyn AlertSink> = Arc::new(SnsSink::new(clients.sns.clone(), topic));
+    let lifecycle = Arc::new(Lifecycle::new(alert_store.clone(), vec![sns.name().to_owned()], LifecycleConfig::default()));
+    let handle = DeliveryHandle::new();
+    let delivery_stop = CancellationToken::new();
+    let delivery = tokio::spawn(delivery::run(
+        alert_store,
+        vec![sns],
+        DeliveryConfig::default(),
+        Arc::new(DeliveryStats::default()),
+        handle.clone(),
+        delivery_stop.clone(),
+    ));
+
+    let source = Arc::new(S3Source::new(clients.s3.clone(), bucket.clone()));
+    let history = history(&clients, &settings)?;
+    let (tx, rx) = mpsc::channel::<FileBatch>(64);
+    let enricher = tokio::spawn(trailwatch_enricher::run(
+        EnricherConfig::default(),
+        EnricherPorts {
+            history,
+            checkpoints: ledger.clone(),
+            identity: Some(identity(&clients, &settings, !args.no_athena)?),
+            alerts: Some(AlertPorts {
+                rules,
+                lifecycle,
+                accounts,
+                delivery: Some(handle),
+                detector: DetectorConfig { lateness_ms: args.rule_lateness_minutes as i64 * 60_000, ..DetectorConfig::default() },
+            }),
+        },
+        rx,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+
+    let ports = CollectorPorts { source, checkpoints: ledger.clone() };
+    let visibility = Duration::from_secs(args.queue.visibility_seconds);
+    let wait = Duration::from_secs(args.queue.wait_seconds);
+    let permits = Arc::new(Semaphore::new(usize::from(args.queue.workers)));
+    let mut tasks = JoinSet::new();
+    let mut failures = 0u32;
+    info!(queue = %queue_url, "enricher started");
+    while !shutdown.is_cancelled() {
+        let free = permits.available_permits().clamp(1, 10) as i32;
+        let Some(messages) = super::receive(&queue, free, wait, visibility, &mut failures, &shutdown).await else { break };
+        for message in messages {
+            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            let (ports, ledger, queue, tx, stats, counters, bucket) =
+                (ports.clone(), ledger.clone(), queue.clone(), tx.clone(), stats.clone(), counters.clone(), bucket.clone());
+            tasks.spawn(async move {
+                accept(message, &bucket, &ports, &ledger, &queue, tx, &stats, &counters, visibility).await;
+                drop(permit);
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    info!(in_flight = tasks.len(), "stopping: finishing the files in flight");
+    while tasks.join_next().await.is_some() {}
+    drop(tx);
+    enricher.await.context("the enricher stopped unexpectedly")?;
+    delivery_stop.cancel();
+    let _ = delivery.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks one message and hands its file to the pipeline.
+#[allow(clippy::too_many_arguments)]
+async fn accept(
+    message: Received,
+    bucket: &str,
+    ports: &CollectorPorts,
+    ledger: &AckingLedger,
+    queue: &Queue,
+    tx: mpsc::Sender<FileBatch>,
+    stats: &Arc<PipelineStats>,
+    counters: &Counters,
+    visibility: Duration,
+) {
+    let file: FileMessage = match serde_json::from_str(&message.body) {
+        Ok(f) => f,
+        Err(e) => {
+            Counters::add(&counters.poison_messages, 1);
+            warn!(message_id = %message.message_id, receives = message.receive_count, error = %e, "not a file message; it goes to the dead-letter queue after the queue's maxReceiveCount");
+            return;
+        }
+    };
+    let location = format!("s3://{}/{}", file.bucket, file.key);
+    if file.bucket != bucket {
+        Counters::add(&counters.poison_messages, 1);
+        warn!(object = %location, expected = %bucket, "a file of another bucket; left for the dead-letter queue");
+        return;
+    }
+    let trail_key = match classify(&file.key) {
+        Ok(k) => k,
+        Err(reason) => {
+            Counters::add(&counters.poison_messages, 1);
+            warn!(object = %location, %reason, "not a trail file; left for the dead-letter queue");
+            return;
+        }
+    };
+    let meta = ObjectMeta { key: file.key.clone(), size: file.size, modified: file.modified };
+    match ledger.inner.lookup(std::slice::from_ref(&file.key)).await {
+        Ok(entries) if !LedgerEntry::needs_work(entries.get(&file.key), &meta) => {
+            Counters::add(&counters.files_already_done, 1);
+            if let Err(e) = queue.delete(&message.receipt_handle).await {
+                warn!(object = %location, error = %e, "deleting the message of a file already done failed");
+            }
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(object = %location, error = %e, "reading the ledger failed; the message will be received again");
+            return;
+        }
+    }
+    let keeper = VisibilityKeeper::start(queue.clone(), message.receipt_handle.clone(), visibility);
+    ledger.track(&file.key, &message, keeper);
+    if collect_file(ports, meta, trail_key, tx, stats).await.is_none() {
+        for left in ledger.take(&file.key) {
+            left.keeper.stop().await;
+        }
+    }
+}

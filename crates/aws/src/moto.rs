@@ -131,6 +131,34 @@ impl Moto {
     }
 }
 
+/// One canned Athena result: column names and rows (None is SQL NULL).
+pub type CannedResult = (Vec<String>, Vec<Vec<Option<String>>>);
+
+impl Moto {
+    /// Queues results for the next Athena query executions of `account` in
+    /// `region` (moto runs no SQL: each new execution takes the next result on
+    /// its first GetQueryResults).
+    pub fn can_athena_results(&self, account: &str, region: &str, results: Vec<CannedResult>) -> Result<(), String> {
+        use serde_json::{json, Value};
+        let results: Vec<Value> = results
+            .into_iter()
+            .map(|(columns, rows)| {
+                let rows: Vec<Value> = rows
+                    .into_iter()
+                    .map(|row| json!({"Data": row.into_iter().map(|v| v.map_or(json!({}), |v| json!({"VarCharValue": v}))).collect::<Vec<_>>()}))
+                    .collect();
+                let info: Vec<Value> = columns.iter().map(|c| json!({"Name": c, "Label": c, "Type": "varchar", "Nullable": "UNKNOWN"})).collect();
+                json!({"rows": rows, "column_info": info})
+            })
+            .collect();
+        let body = json!({"account_id": account, "region": region, "results": results}).to_string();
+        match self.request("POST", "/moto-api/static/athena/query-results", &body)? {
+            (201, _) => Ok(()),
+            (status, text) => Err(format!("canning Athena results: HTTP {status}: {text}")),
+        }
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         // Killing the watchdog's shell leaves the server to notice on its own;

@@ -80,20 +80,14 @@ impl Env {
 
     /// Queues results for the next query executions.
     async fn can(&self, results: Vec<Canned<'_>>) {
-        let results: Vec<Value> = results
+        let results = results
             .into_iter()
             .map(|(columns, rows)| {
-                let rows: Vec<Value> = rows
-                    .into_iter()
-                    .map(|row| json!({"Data": row.into_iter().map(|v| v.map_or(json!({}), |v| json!({"VarCharValue": v}))).collect::<Vec<_>>()}))
-                    .collect();
-                let info: Vec<Value> = columns.iter().map(|c| json!({"Name": c, "Label": c, "Type": "varchar", "Nullable": "UNKNOWN"})).collect();
-                json!({"rows": rows, "column_info": info})
+                let rows = rows.into_iter().map(|row| row.into_iter().map(|v| v.map(str::to_owned)).collect()).collect();
+                (columns.iter().map(|c| (*c).to_owned()).collect(), rows)
             })
             .collect();
-        let body = json!({"account_id": self.account, "region": self.region, "results": results}).to_string();
-        let (status, text) = self.moto.request("POST", "/moto-api/static/athena/query-results", &body).unwrap();
-        assert_eq!(status, 201, "{text}");
+        self.moto.can_athena_results(&self.account, &self.region, results).unwrap();
     }
 
     /// This test's query executions, as Athena recorded them.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_athena::types::QueryExecution;
-use serde_json::{json, Value};
+use serde_json::Value;
 use trailwatch_aws::athena::{placeholders, string_literal, Athena, AthenaSettings};
 use trailwatch_aws::clients::Clients;
 use trailwatch_aws::history::{read_event_object, read_origins_object, S3History};
@@ -98,21 +98,10 @@ impl Env {
     /// Queues results for the next query executions: `RESULT` columns, a
     /// header row as Athena sends, then the rows.
     fn can(&self, results: Vec<Vec<Vec<Option<String>>>>) {
-        let results: Vec<Value> = results
-            .into_iter()
-            .map(|rows| {
-                let header = RESULT.iter().map(|c| Some((*c).to_owned())).collect::<Vec<_>>();
-                let rows: Vec<Value> = std::iter::once(header)
-                    .chain(rows)
-                    .map(|row| json!({"Data": row.into_iter().map(|v| v.map_or(json!({}), |v| json!({"VarCharValue": v}))).collect::<Vec<_>>()}))
-                    .collect();
-                let info: Vec<Value> = RESULT.iter().map(|c| json!({"Name": c, "Label": c, "Type": "varchar", "Nullable": "UNKNOWN"})).collect();
-                json!({"rows": rows, "column_info": info})
-            })
-            .collect();
-        let body = json!({"account_id": self.account, "region": self.region, "results": results}).to_string();
-        let (status, text) = self.moto.request("POST", "/moto-api/static/athena/query-results", &body).unwrap();
-        assert_eq!(status, 201, "{text}");
+        let columns: Vec<String> = RESULT.iter().map(|c| (*c).to_owned()).collect();
+        let header: Vec<Option<String>> = RESULT.iter().map(|c| Some((*c).to_owned())).collect();
+        let results = results.into_iter().map(|rows| (columns.clone(), std::iter::once(header.clone()).chain(rows).collect())).collect();
+        self.moto.can_athena_results(&self.account, &self.region, results).unwrap();
     }
 
     /// This test's query executions, as Athena recorded them, oldest first.

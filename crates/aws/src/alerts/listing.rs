@@ -37,21 +37,6 @@ const CONCURRENT_QUERIES: usize = 8;
 const ALL_STATUSES: [AlertStatus; 3] = [AlertStatus::Open, AlertStatus::Acknowledged, AlertStatus::Resolved];
 const ALL_SEVERITIES: [Severity; 5] = [Severity::Informational, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
 
-/// Whether `alert` passes the filters of `query` (not its cursor or limit).
-fn matches(alert: &Alert, query: &AlertQuery) -> bool {
-    query.status.as_ref().is_none_or(|s| s.contains(&alert.status))
-        && query.severity_at_least.is_none_or(|s| alert.severity >= s)
-        && query.rule_id.as_ref().is_none_or(|r| *r == alert.rule_id)
-        && query.account_id.as_ref().is_none_or(|a| *a == alert.account_id)
-        && query.origin_principal.as_ref().is_none_or(|p| alert.origin.as_ref().and_then(|o| o.principal.as_ref()) == Some(p))
-        && query.since.is_none_or(|since| alert.last_seen >= since)
-        && query.until.is_none_or(|until| alert.first_seen < until)
-}
-
-fn cursor(alert: &Alert) -> AlertCursor {
-    AlertCursor { updated_at: alert.updated_at, id: alert.id.clone() }
-}
-
 /// The index a listing reads, its partition key, and the partitions.
 fn plan(query: &AlertQuery) -> (&'static str, &'static str, Vec<String>) {
     // Index keys are never empty strings: an empty filter value is checked alert by alert.
@@ -96,7 +81,7 @@ pub(super) async fn list(store: &DynamoAlertStore, query: &AlertQuery) -> AwsRes
     }
     found.sort_by(newest_first);
     found.truncate(query.limit);
-    let next = if found.len() == query.limit { found.last().map(cursor) } else { None };
+    let next = if found.len() == query.limit { found.last().map(AlertCursor::of) } else { None };
     Ok(AlertPage { alerts: found, next })
 }
 
@@ -133,7 +118,7 @@ async fn partition_page(
         let out = request.send().await.map_err(|e| classify(&format!("dynamodb:Query {} index {index} ({partition})", store.table), e))?;
         for item in out.items.unwrap_or_default() {
             let alert = store.decode_alert(&item)?;
-            if matches(&alert, query) {
+            if query.matches(&alert) {
                 found.push(alert);
                 if found.len() == query.limit {
                     return Ok(found);

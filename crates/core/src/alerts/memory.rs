@@ -144,21 +144,6 @@ impl Inner {
     }
 }
 
-/// Whether `alert` passes the filters of `query` (not its cursor or limit).
-fn matches(alert: &Alert, query: &AlertQuery) -> bool {
-    query.status.as_ref().is_none_or(|s| s.contains(&alert.status))
-        && query.severity_at_least.is_none_or(|s| alert.severity >= s)
-        && query.rule_id.as_ref().is_none_or(|r| *r == alert.rule_id)
-        && query.account_id.as_ref().is_none_or(|a| *a == alert.account_id)
-        && query.origin_principal.as_ref().is_none_or(|p| alert.origin.as_ref().and_then(|o| o.principal.as_ref()) == Some(p))
-        && query.since.is_none_or(|since| alert.last_seen >= since)
-        && query.until.is_none_or(|until| alert.first_seen < until)
-}
-
-fn cursor(alert: &Alert) -> AlertCursor {
-    AlertCursor { updated_at: alert.updated_at, id: alert.id.clone() }
-}
-
 /// When an unresolved alert with a quiet period goes quiet.
 fn quiet_at(alert: &Alert) -> Option<EpochMillis> {
     alert.resolve_after_ms.filter(|_| alert.status != AlertStatus::Resolved).map(|after| alert.last_seen.saturating_add(after))
@@ -197,10 +182,10 @@ impl AlertStore for MemoryAlertStore {
         }
         let inner = lock(&self.inner);
         let mut found: Vec<&Alert> =
-            inner.alerts.values().filter(|a| query.after.as_ref().is_none_or(|after| cursor(a) < *after) && matches(a, query)).collect();
+            inner.alerts.values().filter(|a| query.after.as_ref().is_none_or(|after| AlertCursor::of(a) < *after) && query.matches(a)).collect();
         found.sort_by(|a, b| (b.updated_at, &b.id).cmp(&(a.updated_at, &a.id)));
         found.truncate(query.limit);
-        let next = if found.len() == query.limit { found.last().map(|a| cursor(a)) } else { None };
+        let next = if found.len() == query.limit { found.last().map(|a| AlertCursor::of(a)) } else { None };
         Ok(AlertPage { alerts: found.into_iter().cloned().collect(), next })
     }
 

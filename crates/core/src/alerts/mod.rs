@@ -274,11 +274,32 @@ pub struct AlertQuery {
     pub limit: usize,
 }
 
+impl AlertQuery {
+    /// Whether `alert` passes the filters (not the cursor or the limit):
+    /// what every store's listing means by them.
+    pub fn matches(&self, alert: &Alert) -> bool {
+        self.status.as_ref().is_none_or(|s| s.contains(&alert.status))
+            && self.severity_at_least.is_none_or(|s| alert.severity >= s)
+            && self.rule_id.as_ref().is_none_or(|r| *r == alert.rule_id)
+            && self.account_id.as_ref().is_none_or(|a| *a == alert.account_id)
+            && self.origin_principal.as_ref().is_none_or(|p| alert.origin.as_ref().and_then(|o| o.principal.as_ref()) == Some(p))
+            && self.since.is_none_or(|since| alert.last_seen >= since)
+            && self.until.is_none_or(|until| alert.first_seen < until)
+    }
+}
+
 /// A position in an alert listing: last change, then id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AlertCursor {
     pub updated_at: EpochMillis,
     pub id: String,
+}
+
+impl AlertCursor {
+    /// Where `alert` stands in a listing.
+    pub fn of(alert: &Alert) -> AlertCursor {
+        AlertCursor { updated_at: alert.updated_at, id: alert.id.clone() }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

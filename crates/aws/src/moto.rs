@@ -54,23 +54,56 @@ impl Moto {
     /// Starts a server and waits until it answers.
     pub fn start() -> Result<Moto, String> {
         let server = server_path()?;
+        Moto::launch(server.as_os_str(), &[])
+    }
+
+    /// Starts a server that answers one request at a time, for tests of
+    /// concurrent writers. moto serves requests on threads and evaluates a
+    /// condition and writes the item without a lock, so two conditional
+    /// writes of one item can both succeed there; DynamoDB applies them one
+    /// after the other. Answering one request at a time gives that guarantee
+    /// back, while the clients still send at once.
+    pub fn start_serial() -> Result<Moto, String> {
+        // moto's own server with werkzeug's threads turned off, run by the
+        // interpreter its `moto_server` script names.
+        const SERIAL: &str = "import sys
+import moto.server as server
+from werkzeug.serving import run_simple
+server.run_simple = lambda *args, **kwargs: run_simple(*args, **dict(kwargs, threaded=False))
+server.main(['-H', '127.0.0.1', '-p', sys.argv[1]])";
+        let server = server_path()?;
+        let script = std::fs::read_to_string(&server).map_err(|e| format!("reading {}: {e}", server.display()))?;
+        let python = script
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("#!"))
+            .map(|p| p.trim().to_owned())
+            .ok_or_else(|| format!("{} does not start with #!", server.display()))?;
+        Moto::launch(std::ffi::OsStr::new(&python), &["-c", SERIAL])
+    }
+
+    /// Runs `program args… PORT` under a watchdog and waits until it answers.
+    fn launch(program: &std::ffi::OsStr, args: &[&str]) -> Result<Moto, String> {
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         // A watchdog shell stops the server when this process goes away,
         // however it ends (a test binary never runs destructors of statics).
+        // moto_server takes `-H HOST -p PORT`; the serial script takes the port alone.
+        let port_args = if args.is_empty() { format!("-H 127.0.0.1 -p {port}") } else { format!("{port}") };
         let script = format!(
-            "\"$0\" -H 127.0.0.1 -p {port} >/dev/null 2>&1 & server=$!; \
+            "\"$0\" \"$@\" {port_args} >/dev/null 2>&1 & server=$!; \
              while kill -0 {parent} 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.5; done; kill $server 2>/dev/null",
             parent = std::process::id()
         );
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)
-            .arg(&server)
+            .arg(program)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", server.display()))?;
+            .map_err(|e| format!("starting {}: {e}", program.to_string_lossy()))?;
         let moto = Moto { port, child };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -174,6 +207,17 @@ static SHARED: std::sync::OnceLock<Result<Moto, String>> = std::sync::OnceLock::
 /// resource names ([`unique`]) instead of resetting, so they can run in parallel.
 pub fn shared() -> &'static Moto {
     match SHARED.get_or_init(Moto::start) {
+        Ok(moto) => moto,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+static SERIAL: std::sync::OnceLock<Result<Moto, String>> = std::sync::OnceLock::new();
+
+/// One server answering one request at a time ([`Moto::start_serial`]) for
+/// the whole test binary, for the tests of concurrent conditional writes.
+pub fn serial() -> &'static Moto {
+    match SERIAL.get_or_init(Moto::start_serial) {
         Ok(moto) => moto,
         Err(e) => panic!("{e}"),
     }

@@ -85,7 +85,8 @@ async fn creating_the_table_twice_is_harmless() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commits_opening_one_dedup_key_let_exactly_one_win() {
-    let clients = clients().await;
+    // moto applies concurrent conditional writes without a lock: a server answering one at a time, as DynamoDB would.
+    let clients = Clients::connect(&moto::serial().settings()).await.unwrap();
     let store = Arc::new(new_store(&clients).await);
     // Two enrichers, each its own store over the table.
     let other = Arc::new(DynamoAlertStore::new(clients.dynamodb.clone(), store.table()));

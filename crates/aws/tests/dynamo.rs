@@ -3,16 +3,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
 use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemInput;
 use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};
-use trailwatch_aws::clients::{AwsSettings, Clients};
+use trailwatch_aws::clients::Clients;
 use trailwatch_aws::dynamo::ledger::{Claim, DynamoLedger, REJECTS_KEPT};
 use trailwatch_aws::dynamo::{self, aliases::DynamoAliases, pending::DynamoPendingStore, sessions::DynamoSessionStore, TableNames};
 use trailwatch_aws::moto;
@@ -28,50 +25,8 @@ async fn client() -> aws_sdk_dynamodb::Client {
     Clients::connect(&moto::shared().settings()).await.unwrap().dynamodb
 }
 
-/// A moto server that answers one request at a time, for the tests of
-/// concurrent writers. moto serves requests on threads and evaluates a
-/// condition and writes the item without a lock, so two conditional writes
-/// of one item can both succeed there; DynamoDB applies them one after the
-/// other. Answering one request at a time gives that guarantee back, while
-/// the clients still send at once.
-struct SerialMoto {
-    endpoint: String,
-    _watchdog: Child,
-}
-
-/// Runs moto's own server with werkzeug's threads turned off.
-const SERIAL_MOTO: &str = "import sys
-import moto.server as server
-from werkzeug.serving import run_simple
-server.run_simple = lambda *args, **kwargs: run_simple(*args, **dict(kwargs, threaded=False))
-server.main(['-H', '127.0.0.1', '-p', sys.argv[1]])";
-
-fn serial_moto() -> &'static SerialMoto {
-    static SERVER: OnceLock<SerialMoto> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        // moto's Python: the interpreter its `moto_server` script names.
-        let script = std::fs::read_to_string(moto::server_path().unwrap()).unwrap();
-        let python = script.lines().next().and_then(|l| l.strip_prefix("#!")).expect("moto_server starts with #!").trim().to_owned();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        // As in `moto::Moto::start`: a watchdog stops the server when this process ends.
-        let watchdog = format!(
-            "\"$0\" -c \"$1\" {port} >/dev/null 2>&1 & server=$!; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $server 2>/dev/null; do sleep 0.5; done; kill $server 2>/dev/null",
-            parent = std::process::id()
-        );
-        let child = Command::new("sh").arg("-c").arg(watchdog).arg(python).arg(SERIAL_MOTO).stdin(Stdio::null()).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the serial moto server did not listen on port {port} within 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        SerialMoto { endpoint: format!("http://127.0.0.1:{port}"), _watchdog: child }
-    })
-}
-
 async fn serial_client() -> aws_sdk_dynamodb::Client {
-    let settings = AwsSettings { endpoint_url: Some(serial_moto().endpoint.clone()), ..moto::shared().settings() };
-    Clients::connect(&settings).await.unwrap().dynamodb
+    Clients::connect(&moto::serial().settings()).await.unwrap().dynamodb
 }
 
 async fn session_store(client: aws_sdk_dynamodb::Client, margin: i64) -> (aws_sdk_dynamodb::Client, String, DynamoSessionStore) {

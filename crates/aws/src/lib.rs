@@ -12,6 +12,7 @@ pub mod clients;
 pub mod dynamo;
 pub mod error;
 pub mod history;
+pub mod member;
 pub mod moto;
 pub mod organizations;
 pub mod provision;

@@ -43,6 +43,9 @@ pub enum Command {
     Backfill(crate::aws::args::BackfillArgs),
     /// AWS mode: create the tables, queues, topics and bucket notifications (development accounts, emulators).
     AwsSetup(crate::aws::args::AwsSetupArgs),
+    /// Which accounts of the organization delivered no CloudTrail logs within a window, by region
+    /// (embedded, or --aws: Organizations against the trail bucket). Exits 3 when an active account is silent.
+    Onboarding(crate::commands::onboarding::OnboardingArgs),
 }
 
 /// Where the API listens and who may use it.

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod layout;
 pub mod memory;
 pub mod model;
+pub mod onboarding;
 pub mod ports;
 pub mod reader;
 pub mod rules;

@@ -3,6 +3,7 @@
 mod events;
 mod loaders;
 mod mutation;
+mod onboarding;
 mod query;
 mod sessions;
 mod subscription;

@@ -372,6 +372,21 @@ impl QueryRoot {
         })
     }
 
+    /// Which accounts of the organization deliver CloudTrail logs: every
+    /// account of the account list, and every account seen in the trail,
+    /// against its newest log file (or event) per region. `window` is how
+    /// recent a delivery must be (`90m`, `24h`, `7d`); `regions`, when given,
+    /// must each deliver for every active account (default: each account's own).
+    #[graphql(guard = "RoleGuard(Role::Viewer)", complexity = 50)]
+    async fn onboarding(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = "24h")] window: String,
+        regions: Option<Vec<String>>,
+    ) -> async_graphql::Result<super::onboarding::OnboardingObj> {
+        super::onboarding::onboarding(deps(ctx), window, regions).await
+    }
+
     /// Stored events matching a search, in event-time order.
     #[graphql(guard = "RoleGuard(Role::Viewer)", complexity = "connection_complexity(first, child_complexity)")]
     async fn events(

@@ -5,6 +5,7 @@ mod graphql;
 mod http;
 mod limits;
 mod loaders;
+mod onboarding;
 mod server;
 
 use std::path::Path;

@@ -126,7 +126,8 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn normalized_prefix(prefix: &str) -> String {
+/// A key prefix as given (`logs`, `logs/`, `/logs/`) in the form keys start with (`logs/`, or nothing).
+pub(super) fn normalized_prefix(prefix: &str) -> String {
     let p = prefix.trim_matches('/');
     if p.is_empty() {
         String::new()

@@ -9,6 +9,7 @@ pub mod backfill;
 pub mod collector;
 pub mod enricher;
 pub mod metrics;
+pub mod onboarding;
 pub mod setup;
 
 use std::sync::Arc;

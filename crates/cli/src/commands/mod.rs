@@ -6,6 +6,7 @@ mod export;
 mod gen;
 mod ingest;
 mod ledger;
+pub mod onboarding;
 mod resolve;
 mod rules;
 mod run;
@@ -45,6 +46,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Enricher(args)) => crate::aws::enricher::run(args).await,
         Some(Command::Backfill(args)) => crate::aws::backfill::run(args).await,
         Some(Command::AwsSetup(args)) => crate::aws::setup::run(args).await,
+        Some(Command::Onboarding(args)) => onboarding::onboarding(args).await,
     }
 }
 

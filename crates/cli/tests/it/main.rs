@@ -8,4 +8,5 @@ mod bad_input;
 mod harness;
 mod identity;
 mod ingest;
+mod onboarding;
 mod run;

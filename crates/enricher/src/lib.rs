@@ -122,6 +122,8 @@ async fn resolve(
     PipelineStats::add(&stats.resolved_derived, report.derived);
     PipelineStats::add(&stats.resolved_unresolved, report.unresolved);
     PipelineStats::add(&stats.resolved_waiting, report.waiting);
+    let named = report.exact + report.derived + report.unresolved + report.waiting;
+    PipelineStats::add(&stats.resolved_no_actor, (events.len() as u64).saturating_sub(named));
     updates.extend(with_retries(config, "pending expiry", || identity.expire()).await?);
     Ok(updates)
 }
@@ -183,6 +185,7 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                         PipelineStats::add(&stats.history_writes, 1);
                         PipelineStats::add(&stats.events_stored, report.inserted);
                         PipelineStats::add(&stats.events_duplicate, report.duplicates);
+                        stats.ingest.events_stored(&batch);
                         stored = batch;
                     }
                     Err(e) => {
@@ -218,8 +221,9 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                 let files = outcomes.len();
                 let outcomes: Arc<[FileOutcome]> = outcomes.into();
                 let at = now_ms();
-                if let Err(e) = with_retries(&config, "ledger record", || ports.checkpoints.record(outcomes.clone(), at)).await {
-                    error!(files, first = %outcomes[0].key, error = %e, "recording files in the ledger failed; they will be read again");
+                match with_retries(&config, "ledger record", || ports.checkpoints.record(outcomes.clone(), at)).await {
+                    Ok(()) => stats.ingest.files_recorded(&outcomes, now_ms()),
+                    Err(e) => error!(files, first = %outcomes[0].key, error = %e, "recording files in the ledger failed; they will be read again"),
                 }
             }
         }
@@ -286,7 +290,8 @@ mod tests {
             account_id: "111122223333".into(),
             region: "us-east-1".into(),
             size: 10,
-            modified: 0,
+            // Created five seconds ago: the ingest lag is measured from here.
+            modified: now_ms() - 5_000,
             status: FileStatus::Done,
             events,
             bytes: 100,
@@ -308,7 +313,7 @@ mod tests {
             CancellationToken::new(),
         ));
         let key: Arc<str> = "a.json.gz".into();
-        let events: Vec<Event> = (0..3).map(|i| sample_event("111122223333", &format!("e{i}"), 1_700_000_000_000 + i)).collect();
+        let events: Vec<Event> = (0..3).map(|i| sample_event("111122223333", &format!("e{i}"), 1_700_000_000_000 + i * 1000)).collect();
         tx.send(FileBatch::Events { key, events, sessions: vec![] }).await.unwrap();
         tx.send(FileBatch::Finished(outcome("a.json.gz", 3))).await.unwrap();
         drop(tx);
@@ -322,6 +327,12 @@ mod tests {
         let (ledger, stats) = feed(history.clone()).await;
         assert_eq!(history.count().await.unwrap(), 3, "every event stored once after the retries");
         assert_eq!(PipelineStats::get(&stats.events_stored), 3);
+        // The events are in eu-west-1; the file's key says us-east-1.
+        let places: HashMap<String, _> = stats.ingest.places().into_iter().map(|((_, region), clock)| (region, clock)).collect();
+        assert_eq!(places["eu-west-1"].newest_event, Some(1_700_000_002_000), "the newest event stored");
+        let lag = places["us-east-1"].last_lag_ms.unwrap();
+        assert!((5_000..60_000).contains(&lag), "from the object's creation to its file being recorded: {lag} ms");
+        assert_eq!(stats.ingest.lag_histogram().count, 1);
         let entry = &ledger.lookup(&["a.json.gz".to_owned()]).await.unwrap()["a.json.gz"];
         assert_eq!(entry.status, FileStatus::Done);
     }

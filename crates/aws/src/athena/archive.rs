@@ -164,6 +164,11 @@ impl AthenaArchive {
         Ok(AthenaArchive { athena, table, lookback_ms, misses: MissCache::new(negative_ttl), counters: Counters::default() })
     }
 
+    /// The runner its queries go through (its counters: queries by outcome, bytes scanned).
+    pub fn athena(&self) -> &Arc<Athena> {
+        &self.athena
+    }
+
     pub fn stats(&self) -> ArchiveStats {
         let c = &self.counters;
         ArchiveStats {

@@ -103,15 +103,21 @@ pub struct QueryPage {
     pub bytes_scanned: u64,
 }
 
-/// Counts since the runner was built.
+/// Counts since the runner was built. Each query that ends is counted in
+/// exactly one of `succeeded`, `over_limit`, `failed`, `cancelled` and
+/// `timed_out`; a query whose status could not be read is in none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AthenaStats {
     /// Queries started.
     pub queries: u64,
-    /// Bytes scanned by the queries that finished.
+    /// Bytes scanned by the queries that succeeded (over the limit or not).
     pub bytes_scanned: u64,
-    /// Queries Athena failed or cancelled.
+    /// Queries that succeeded within `max_bytes_scanned`.
+    pub succeeded: u64,
+    /// Queries Athena failed.
     pub failed: u64,
+    /// Queries Athena cancelled (the workgroup's bytes-scanned cutoff, or someone).
+    pub cancelled: u64,
     /// Queries stopped for running past the timeout.
     pub timed_out: u64,
     /// Queries that succeeded but scanned more than `max_bytes_scanned`.
@@ -122,7 +128,9 @@ pub struct AthenaStats {
 struct Counters {
     queries: AtomicU64,
     bytes_scanned: AtomicU64,
+    succeeded: AtomicU64,
     failed: AtomicU64,
+    cancelled: AtomicU64,
     timed_out: AtomicU64,
     over_limit: AtomicU64,
 }
@@ -156,7 +164,9 @@ impl Athena {
         AthenaStats {
             queries: c.queries.load(Ordering::Relaxed),
             bytes_scanned: c.bytes_scanned.load(Ordering::Relaxed),
+            succeeded: c.succeeded.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
             timed_out: c.timed_out.load(Ordering::Relaxed),
             over_limit: c.over_limit.load(Ordering::Relaxed),
         }
@@ -273,7 +283,7 @@ impl Athena {
                     return Err(failed(id, status));
                 }
                 Some(QueryExecutionState::Cancelled) => {
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    self.counters.cancelled.fetch_add(1, Ordering::Relaxed);
                     let reason = status.and_then(|s| s.state_change_reason.as_deref()).unwrap_or("no reason given");
                     // The workgroup's bytes-scanned cutoff cancels a query: retrying cannot help.
                     return Err(PortError::backend(
@@ -307,6 +317,7 @@ impl Athena {
             );
             return Err(PortError::backend(format!("athena query {id}"), format!("scanned {scanned} bytes, over the limit of {limit}"), false));
         }
+        self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
         Ok(scanned)
     }
 

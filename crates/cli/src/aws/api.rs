@@ -18,7 +18,7 @@ use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleConfig};
 use trailwatch_core::alerts::AlertStore;
 use trailwatch_core::ports::PortError;
 
-use super::enricher::{history, identity, load_accounts};
+use super::enricher::{history_with, identity_parts, load_accounts};
 use super::Settings;
 use crate::api as server;
 use crate::cli::ApiArgs;
@@ -44,14 +44,24 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     let directory = load_accounts(&clients, &settings, !args.no_organizations).await?;
     let alerts: Arc<dyn AlertStore> = Arc::new(DynamoAlertStore::new(clients.dynamodb.clone(), settings.tables.alerts.clone()));
     let accounts = Arc::new(Accounts::new(directory, Box::new(TableAliases(DynamoAliases::new(clients.dynamodb.clone(), settings.tables.aliases.clone())))));
+    // History queries and the identity fallback each run Athena: both show on /metrics.
+    let history_athena = settings.athena(&clients);
+    let (identity, archive) = identity_parts(&clients, &settings, true)?;
+    let mut exported = super::metrics::Exported::new("api", clients.calls.clone())
+        .resolver(identity.resolver().clone())
+        .archive(archive.clone())
+        .athena("history", history_athena.clone());
+    if let Some(archive) = &archive {
+        exported = exported.athena("session_archive", archive.athena().clone());
+    }
     let deps = Arc::new(ApiDeps {
-        history: history(&clients, &settings)?,
+        history: history_with(&clients, &settings, history_athena)?,
         checkpoints: Arc::new(DynamoLedger::new(clients.dynamodb.clone(), settings.tables.ledger.clone())),
         alerts: alerts.clone(),
         lifecycle: Arc::new(Lifecycle::new(alerts, vec![SNS_SINK.to_owned()], LifecycleConfig::default())),
         rules: crate::commands::api::api_rules(args.rules.as_deref())?,
         accounts: accounts.clone(),
-        identity: identity(&clients, &settings, true)?,
+        identity,
         alert_feed: server::feed(),
         limits: Limits::default(),
     });
@@ -73,7 +83,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let (tokens, generated) = server::tokens(&args.api)?;
-    let state = ApiState::new(deps, tokens);
+    let state = ApiState::new(deps, tokens).with_extra_metrics(Arc::new(move || exported.render()));
     let served = server::serve(args.api.listen, state, generated, shutdown.clone()).await?;
     shutdown.cancelled().await;
     let _ = served.await;

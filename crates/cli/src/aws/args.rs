@@ -73,6 +73,9 @@ pub struct QueueOptions {
     /// Files processed at the same time.
     #[arg(long, env = "TRAILWATCH_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
+    /// Seconds between reads of the queue's and its dead-letter queue's depth for /metrics (with --metrics-listen).
+    #[arg(long, env = "TRAILWATCH_QUEUE_METRICS_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub queue_metrics_seconds: u64,
 }
 
 #[derive(Debug, Args)]

@@ -25,7 +25,7 @@ use trailwatch_core::layout::{classify, ObjectKind};
 use trailwatch_core::ports::{LogSource, PortError};
 
 use super::args::CollectorArgs;
-use super::metrics::{self, Counters};
+use super::metrics::{self, Counters, QueueGauges};
 use super::{queue_url, FileMessage, Settings, SESSION_MARGIN_MS};
 use crate::commands::{now_ms, shutdown_on_signal};
 
@@ -75,7 +75,13 @@ pub async fn run(args: CollectorArgs) -> anyhow::Result<ExitCode> {
         counters: counters.clone(),
     });
     let shutdown = shutdown_on_signal();
-    let _metrics = metrics::serve(settings.options.metrics_listen, "collector", counters.clone(), None, clients.calls.clone(), shutdown.clone()).await?;
+    let gauges = Arc::new(QueueGauges::default());
+    let exported = metrics::Exported::new("collector", clients.calls.clone()).counters(counters.clone()).queues(gauges.clone());
+    let _metrics = metrics::serve(settings.options.metrics_listen, exported, shutdown.clone()).await?;
+    if settings.options.metrics_listen.is_some() {
+        let every = Duration::from_secs(args.queue.queue_metrics_seconds);
+        metrics::watch_queue(clients.clone(), notifications.clone(), every, gauges, shutdown.clone());
+    }
     info!(queue = %notifications, owner = %collector.owner, "collector started");
     let wait = Duration::from_secs(args.queue.wait_seconds);
     let permits = Arc::new(Semaphore::new(usize::from(args.queue.workers)));

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use trailwatch_aws::alerts::DynamoAlertStore;
-use trailwatch_aws::athena::AthenaArchive;
+use trailwatch_aws::athena::{Athena, AthenaArchive};
 use trailwatch_aws::clients::Clients;
 use trailwatch_aws::dynamo::{DynamoAliases, DynamoLedger, DynamoPendingStore, DynamoSessionStore};
 use trailwatch_aws::history::S3History;
@@ -41,14 +41,14 @@ use trailwatch_core::identity::{PendingConfig, PendingSet, Resolver, ResolverCon
 use trailwatch_core::layout::classify;
 use trailwatch_core::ports::{Checkpoints, FileActivity, LedgerEntry, LedgerSummary, ObjectMeta, PortError};
 use trailwatch_core::rules::DetectorConfig;
-use trailwatch_core::stats::PipelineStats;
+use trailwatch_core::stats::{CountingAlertStore, PipelineStats};
 use trailwatch_core::time::EpochMillis;
 use trailwatch_enricher::alerting::AlertPorts;
 use trailwatch_enricher::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryStats};
 use trailwatch_enricher::{EnricherConfig, EnricherPorts};
 
 use super::args::EnricherArgs;
-use super::metrics::{self, Counters};
+use super::metrics::{self, Counters, QueueGauges};
 use super::{queue_url, FileMessage, Settings, SESSION_MARGIN_MS};
 use crate::commands::shutdown_on_signal;
 use crate::pipeline::load_rules;
@@ -171,28 +171,30 @@ pub fn spawn_refresh(
     });
 }
 
-/// Identity resolution over the session table, the pending table and Athena.
-pub fn identity(clients: &Clients, settings: &Settings, athena: bool) -> anyhow::Result<Arc<PendingSet>> {
+/// Identity resolution over the session table, the pending table and (when
+/// `athena`) Athena; and that Athena fallback, whose counters `/metrics` shows.
+pub fn identity_parts(clients: &Clients, settings: &Settings, athena: bool) -> anyhow::Result<(Arc<PendingSet>, Option<Arc<AthenaArchive>>)> {
     let sessions = Arc::new(DynamoSessionStore::new(clients.dynamodb.clone(), settings.tables.sessions.clone(), SESSION_MARGIN_MS));
-    let archive: Option<Arc<dyn SessionArchive>> = if athena {
+    let archive = if athena {
         let archive = AthenaArchive::new(settings.athena(clients), settings.options.athena_trail_table.clone(), ARCHIVE_LOOKBACK, ARCHIVE_NEGATIVE_TTL)
             .context("the Athena fallback's settings")?;
         Some(Arc::new(archive))
     } else {
         None
     };
-    let resolver = Arc::new(Resolver::new(sessions, archive, ResolverConfig::default()));
+    let fallback: Option<Arc<dyn SessionArchive>> = archive.clone().map(|a| a as Arc<dyn SessionArchive>);
+    let resolver = Arc::new(Resolver::new(sessions, fallback, ResolverConfig::default()));
     let pending = Arc::new(DynamoPendingStore::new(clients.dynamodb.clone(), settings.tables.pending.clone()));
-    Ok(Arc::new(PendingSet::new(resolver, pending, PendingConfig::default())))
+    Ok((Arc::new(PendingSet::new(resolver, pending, PendingConfig::default())), archive))
 }
 
-/// The enriched history on S3, read through Athena.
-pub fn history(clients: &Clients, settings: &Settings) -> anyhow::Result<Arc<S3History>> {
+/// The enriched history in S3, read through this Athena runner (whose counters `/metrics` shows).
+pub fn history_with(clients: &Clients, settings: &Settings, athena: Arc<Athena>) -> anyhow::Result<Arc<S3History>> {
     Ok(Arc::new(S3History::new(
         clients.s3.clone(),
         settings.history_bucket()?.to_owned(),
         settings.options.history_prefix.clone(),
-        Some(settings.athena(clients)),
+        Some(athena),
         settings.options.athena_events_table.clone(),
     )))
 }
@@ -207,8 +209,6 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signal();
     let counters = Arc::new(Counters::default());
     let stats = Arc::new(PipelineStats::default());
-    let _metrics =
-        metrics::serve(settings.options.metrics_listen, "enricher", counters.clone(), Some(stats.clone()), clients.calls.clone(), shutdown.clone()).await?;
 
     let ledger = Arc::new(AckingLedger {
         inner: Arc::new(DynamoLedger::new(clients.dynamodb.clone(), settings.tables.ledger.clone())),
@@ -229,28 +229,43 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
     spawn_refresh(clients.clone(), settings.clone(), !args.no_organizations, accounts.clone(), Duration::from_secs(args.accounts_refresh), shutdown.clone());
 
     let alert_store: Arc<dyn AlertStore> = Arc::new(DynamoAlertStore::new(clients.dynamodb.clone(), settings.tables.alerts.clone()));
+    // The lifecycle's commits are counted by severity on their way to the store.
+    let counted: Arc<dyn AlertStore> = Arc::new(CountingAlertStore::new(alert_store.clone(), stats.clone()));
     let sns: Arc<dyn AlertSink> = Arc::new(SnsSink::new(clients.sns.clone(), topic));
-    let lifecycle = Arc::new(Lifecycle::new(alert_store.clone(), vec![sns.name().to_owned()], LifecycleConfig::default()));
+    let lifecycle = Arc::new(Lifecycle::new(counted, vec![sns.name().to_owned()], LifecycleConfig::default()));
     let handle = DeliveryHandle::new();
     let delivery_stop = CancellationToken::new();
-    let delivery = tokio::spawn(delivery::run(
-        alert_store,
-        vec![sns],
-        DeliveryConfig::default(),
-        Arc::new(DeliveryStats::default()),
-        handle.clone(),
-        delivery_stop.clone(),
-    ));
+    let delivery_stats = Arc::new(DeliveryStats::default());
+    let delivery =
+        tokio::spawn(delivery::run(alert_store, vec![sns], DeliveryConfig::default(), delivery_stats.clone(), handle.clone(), delivery_stop.clone()));
 
     let source = Arc::new(S3Source::new(clients.s3.clone(), bucket.clone()));
-    let history = history(&clients, &settings)?;
+    let history_athena = settings.athena(&clients);
+    let history = history_with(&clients, &settings, history_athena.clone())?;
+    let (identity, archive) = identity_parts(&clients, &settings, !args.no_athena)?;
+    let gauges = Arc::new(QueueGauges::default());
+    let mut exported = metrics::Exported::new("enricher", clients.calls.clone())
+        .counters(counters.clone())
+        .pipeline(stats.clone())
+        .resolver(identity.resolver().clone())
+        .archive(archive.clone())
+        .athena("history", history_athena)
+        .delivery(delivery_stats)
+        .queues(gauges.clone());
+    if let Some(archive) = &archive {
+        exported = exported.athena("session_archive", archive.athena().clone());
+    }
+    let _metrics = metrics::serve(settings.options.metrics_listen, exported, shutdown.clone()).await?;
+    if settings.options.metrics_listen.is_some() {
+        metrics::watch_queue(clients.clone(), queue_url.clone(), Duration::from_secs(args.queue.queue_metrics_seconds), gauges, shutdown.clone());
+    }
     let (tx, rx) = mpsc::channel::<FileBatch>(64);
     let enricher = tokio::spawn(trailwatch_enricher::run(
         EnricherConfig::default(),
         EnricherPorts {
             history,
             checkpoints: ledger.clone(),
-            identity: Some(identity(&clients, &settings, !args.no_athena)?),
+            identity: Some(identity),
             alerts: Some(AlertPorts {
                 rules,
                 lifecycle,

@@ -5,10 +5,12 @@
 //! alerts arrive on the topic with the attributes their routing needs, a
 //! filter policy routes only high severity, GraphQL names the accounts as
 //! Organizations does and shows resolved origins, and killing the collector
-//! mid-run loses nothing and duplicates no alert.
+//! mid-run loses nothing and duplicates no alert. The services' `/metrics`
+//! export every metric the Grafana dashboard charts, and their figures
+//! agree with what was uploaded and what reached the topic.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,6 +125,122 @@ fn daily_files(root: &Path, out: &Path) -> Vec<(String, PathBuf)> {
     files
 }
 
+/// What the uploaded files hold: records, distinct events (by account and
+/// `eventID`), and the newest event time per account and region.
+struct TrailFacts {
+    records: usize,
+    events: usize,
+    newest: BTreeMap<(String, String), i64>,
+}
+
+fn trail_facts(files: &[(String, PathBuf)]) -> TrailFacts {
+    use std::io::Read;
+    let mut facts = TrailFacts { records: 0, events: 0, newest: BTreeMap::new() };
+    let mut ids = BTreeSet::new();
+    for (_, path) in files {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_string(&mut text).unwrap();
+        let records: Value = serde_json::from_str(&text).unwrap();
+        for r in records["Records"].as_array().unwrap() {
+            let account = r["recipientAccountId"].as_str().unwrap().to_owned();
+            let time = trailwatch_core::time::parse_utc(r["eventTime"].as_str().unwrap()).unwrap();
+            facts.records += 1;
+            ids.insert((account.clone(), r["eventID"].as_str().unwrap().to_owned()));
+            let newest = facts.newest.entry((account, r["awsRegion"].as_str().unwrap().to_owned())).or_insert(time);
+            *newest = (*newest).max(time);
+        }
+    }
+    facts.events = ids.len();
+    facts
+}
+
+/// One sample of Prometheus' text format.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// The samples of a `/metrics` text, and each family's type (from `# TYPE`).
+fn parse_metrics(text: &str) -> (Vec<Sample>, BTreeMap<String, String>) {
+    let mut samples = Vec::new();
+    let mut types = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            types.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("not a value: {line}")),
+        };
+        let (name, mut rest) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line}"))),
+            None => (series, ""),
+        };
+        let mut labels = BTreeMap::new();
+        while !rest.is_empty() {
+            let (label, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad labels: {line}"));
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let end = loop {
+                match chars.next() {
+                    Some((_, '\\')) => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, c)) => value.push(c),
+                        None => panic!("bad escape: {line}"),
+                    },
+                    Some((i, '"')) => break i,
+                    Some((_, c)) => value.push(c),
+                    None => panic!("unclosed label value: {line}"),
+                }
+            };
+            labels.insert(label.to_owned(), value);
+            rest = after[end + 1..].trim_start_matches(',');
+        }
+        samples.push(Sample { name: name.to_owned(), labels, value });
+    }
+    (samples, types)
+}
+
+/// The `trailwatch_…` metric names in every PromQL `expr` of a Grafana dashboard.
+fn dashboard_metrics(dashboard: &Value) -> BTreeSet<String> {
+    fn walk(v: &Value, names: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr", Value::String(expr)) => {
+                            let mut rest = expr.as_str();
+                            while let Some(at) = rest.find("trailwatch_") {
+                                let before = rest[..at].chars().last();
+                                let word = &rest[at..];
+                                let end = word.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(word.len());
+                                if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                                    names.insert(word[..end].to_owned());
+                                }
+                                rest = &word[end..];
+                            }
+                        }
+                        _ => walk(v, names),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, names)),
+            _ => {}
+        }
+    }
+    let mut names = BTreeSet::new();
+    walk(dashboard, &mut names);
+    names
+}
+
 async fn receive_all(clients: &Clients, url: &str, quiet: Duration) -> Vec<aws_sdk_sqs::types::Message> {
     let mut all = Vec::new();
     let mut last = Instant::now();
@@ -228,17 +346,19 @@ async fn the_three_services_raise_the_expected_alerts_on_aws() {
     }
 
     // The three services, each its own process.
-    let api_port = free_port();
+    let (api_port, collector_metrics, enricher_metrics) = (free_port(), free_port(), free_port());
     let logs = tmp.path();
     let collector_cmd = || {
         let mut c = trailwatch(&moto);
         c.args(["collector", "--wait-seconds", "1", "--enricher-delay", "2", "--visibility-seconds", "20", "--claim-seconds", "30"]);
+        c.args(["--metrics-listen", &format!("127.0.0.1:{collector_metrics}"), "--queue-metrics-seconds", "2"]);
         c
     };
     let mut collector = Service::start("collector", collector_cmd(), logs, &env);
     let mut enricher_cmd = trailwatch(&moto);
     // Files merged per day arrive up to a day apart in trail time: threshold windows must wait as long.
     enricher_cmd.args(["enricher", "--wait-seconds", "1", "--visibility-seconds", "30", "--rule-lateness-minutes", "1440"]);
+    enricher_cmd.args(["--metrics-listen", &format!("127.0.0.1:{enricher_metrics}"), "--queue-metrics-seconds", "2"]);
     let mut enricher = Service::start("enricher", enricher_cmd, logs, &env);
     let mut api_cmd = trailwatch(&moto);
     api_cmd.args(["api", "--aws", "--listen", &format!("127.0.0.1:{api_port}"), "--token", "ops:admin:e2e-secret-token"]);
@@ -353,4 +473,82 @@ async fn the_three_services_raise_the_expected_alerts_on_aws() {
             assert_eq!(alert["origin"]["principal"], want["originPrincipal"], "the resolved origin of {}", want["ruleId"]);
         }
     }
+
+    // Metrics: every metric the dashboard charts is exported by a service, and the figures add up.
+    let scrape = |port: u16| {
+        let request = http.get(format!("http://127.0.0.1:{port}/metrics"));
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "/metrics on {port}: {}", response.status());
+            parse_metrics(&response.text().await.unwrap())
+        }
+    };
+    let (collected, enriched, served) = (scrape(collector_metrics).await, scrape(enricher_metrics).await, scrape(api_port).await);
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../dashboards/grafana/trailwatch.json")).unwrap()).unwrap();
+    let charted = dashboard_metrics(&dashboard);
+    assert!(charted.len() >= 20, "the dashboard charts the services' metrics: {charted:?}");
+    let mut unexported = Vec::new();
+    for name in &charted {
+        let exported = [&collected, &enriched, &served].iter().any(|(samples, types)| {
+            // A histogram's series are name_bucket, name_sum and name_count of a family typed histogram.
+            let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|f| types.get(*f).is_some_and(|t| t == "histogram"));
+            let declared = types.contains_key(name) || family.is_some();
+            declared && samples.iter().any(|s| &s.name == name)
+        });
+        if !exported {
+            unexported.push(name.as_str());
+        }
+    }
+    assert!(unexported.is_empty(), "charted by the dashboard but exported by no service with a sample: {unexported:?}");
+
+    let value = |(samples, _): &(Vec<Sample>, BTreeMap<String, String>), name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples.iter().filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))).map(|s| s.value).sum()
+    };
+    let facts = trail_facts(&files);
+    let stored = value(&enriched, "trailwatch_events_stored_total", &[]);
+    assert_eq!(stored as usize, facts.events, "events stored: each distinct event uploaded ({} records)", facts.records);
+    let resolved = value(&enriched, "trailwatch_identity_resolutions_total", &[]);
+    let duplicates = value(&enriched, "trailwatch_events_duplicate_total", &[]);
+    assert_eq!(resolved, stored + duplicates, "every event stored (or stored again) has one resolution outcome");
+    assert!(value(&enriched, "trailwatch_identity_resolutions_total", &[("outcome", "exact")]) > 0.0, "role chains resolve exactly");
+    let lookups = value(&enriched, "trailwatch_session_cache_lookups_total", &[]);
+    assert!(lookups > 0.0 && value(&enriched, "trailwatch_session_cache_lookups_total", &[("result", "hit")]) > 0.0, "the session cache answers lookups");
+
+    // Alerts by severity and action: exactly the messages on the topic; all delivered.
+    let mut on_topic: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for m in &all {
+        *on_topic.entry((attribute(m, "action"), attribute(m, "severity"))).or_default() += 1.0;
+    }
+    let mut counted: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for s in enriched.0.iter().filter(|s| s.name == "trailwatch_alert_transitions_total" && s.value > 0.0) {
+        counted.insert((s.labels["action"].clone(), s.labels["severity"].clone()), s.value);
+    }
+    assert_eq!(counted, on_topic, "alert transitions by (action, severity): the metric and the topic");
+    assert_eq!(value(&enriched, "trailwatch_alert_deliveries_total", &[("sink", "sns")]), all.len() as f64, "deliveries to SNS");
+    assert_eq!(value(&enriched, "trailwatch_alert_deliveries_outstanding", &[("sink", "sns")]), 0.0, "nothing left to deliver");
+
+    // Queues: both dead-letter queues watched and empty.
+    for (service, metrics) in [("collector", &collected), ("enricher", &enriched)] {
+        let dlq: Vec<&Sample> = metrics.0.iter().filter(|s| s.name == "trailwatch_dead_letter_queue_messages").collect();
+        assert!(!dlq.is_empty() && dlq.iter().all(|s| s.value == 0.0 && s.labels["queue"].ends_with("-dlq")), "the {service}'s dead-letter queue: {dlq:?}");
+        assert_eq!(value(metrics, "trailwatch_queue_reads_failed_total", &[]), 0.0, "the {service} read its queues");
+    }
+
+    // Freshness: the newest event per account and region is the newest uploaded; lags are seconds.
+    let mut newest: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for s in enriched.0.iter().filter(|s| s.name == "trailwatch_newest_event_timestamp_seconds") {
+        newest.insert((s.labels["account_id"].clone(), s.labels["region"].clone()), (s.value * 1000.0).round() as i64);
+    }
+    assert_eq!(newest, facts.newest, "newest event time stored, per account and region");
+    let lag_count = value(&enriched, "trailwatch_ingest_lag_seconds_count", &[]);
+    assert!(lag_count >= files.len() as f64, "every file's lag is observed: {lag_count} of {}", files.len());
+    for s in enriched.0.iter().filter(|s| s.name == "trailwatch_ingest_last_lag_seconds") {
+        assert!((0.0..240.0).contains(&s.value), "lag of {:?}: {} s", s.labels, s.value);
+    }
+
+    // Athena: the fallback's queries all finished.
+    let started = value(&enriched, "trailwatch_athena_queries_started_total", &[("purpose", "session_archive")]);
+    assert_eq!(value(&enriched, "trailwatch_athena_queries_total", &[("purpose", "session_archive")]), started, "Athena queries started and finished");
+    assert_eq!(value(&enriched, "trailwatch_athena_queries_total", &[("outcome", "failed")]), 0.0);
 }

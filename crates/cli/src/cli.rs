@@ -258,6 +258,12 @@ pub struct PipelineArgs {
     /// Store events without resolving who is behind them (to measure what resolution costs).
     #[arg(long)]
     pub no_identity: bool,
+    /// Keep no event history: events are read, resolved and checked against
+    /// the rules, sessions and alerts are stored, but the events themselves are
+    /// dropped (to measure the pipeline apart from the history store, or to
+    /// run alerting only). History searches then find nothing.
+    #[arg(long)]
+    pub no_history: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod pipeline;
 mod summary;
+mod watch;
 
 use clap::Parser;
 

@@ -17,6 +17,7 @@ use trailwatch_core::accounts::AccountDirectory;
 use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleConfig};
 use trailwatch_core::alerts::{AlertSink, AlertStore};
 use trailwatch_core::identity::{PendingConfig, PendingSet, Resolver, ResolverConfig};
+use trailwatch_core::memory::DiscardHistory;
 use trailwatch_core::rules::{LoadError, RuleSet, RuleSource};
 use trailwatch_core::stats::PipelineStats;
 use trailwatch_embedded::sinks::{JsonlSink, StdoutFormat, StdoutSink, WebhookConfig, WebhookFormat, WebhookSink};
@@ -38,6 +39,10 @@ pub struct PipelineSetup {
     pub mode: Mode,
     /// Resolve who is behind each event (off only to measure what it costs).
     pub resolve: bool,
+    /// Keep event history (off: events are dropped after the rules).
+    pub history: bool,
+    /// Told when a file lands in the trail (watch mode): scan at once.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
     /// Rules and alerts; None evaluates no rules.
     pub alerts: Option<AlertPorts>,
 }
@@ -126,13 +131,18 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let enricher = tokio::spawn(trailwatch_enricher::run(
         EnricherConfig::default(),
-        EnricherPorts { history: store.clone(), checkpoints: store.clone(), identity: if setup.resolve { identity } else { None }, alerts: setup.alerts },
+        EnricherPorts {
+            history: if setup.history { store.clone() } else { Arc::new(DiscardHistory::new()) },
+            checkpoints: store.clone(),
+            identity: if setup.resolve { identity } else { None },
+            alerts: setup.alerts,
+        },
         rx,
         stats.clone(),
         shutdown.clone(),
     ));
     let collected = trailwatch_collector::run(
-        CollectorConfig { workers: setup.workers, mode: setup.mode, prefix: setup.prefix },
+        CollectorConfig { workers: setup.workers, mode: setup.mode, prefix: setup.prefix, wake: setup.wake },
         CollectorPorts { source, checkpoints: store.clone() },
         tx,
         stats,

@@ -99,6 +99,8 @@ pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[Ledg
         megabytes(uncompressed),
         megabytes(g(&stats.bytes_compressed)),
     );
+    let stages: Vec<String> = stats.stages.all().into_iter().map(|(stage, spent)| format!("{} {:.2} s", stage.label(), spent.as_secs_f64())).collect();
+    let _ = writeln!(out, "  stages   {} (summed over threads)", stages.join(" · "));
     for (reason, count, example) in stats.skipped() {
         let _ = writeln!(out, "  skipped  {} {reason} (e.g. {example})", thousands(count));
     }

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -43,7 +43,14 @@ pub struct CollectorConfig {
     pub mode: Mode,
     /// Only keys under this prefix are listed.
     pub prefix: String,
+    /// In [`Mode::Watch`], told when a new file may have arrived (a
+    /// filesystem watcher, say): the next scan starts then instead of at the
+    /// end of the interval, which stays the fallback.
+    pub wake: Option<Arc<Notify>>,
 }
+
+/// Scans start at least this far apart, however often the collector is woken.
+const MIN_SCAN_GAP: Duration = Duration::from_millis(50);
 
 /// What the collector reads from and records to.
 #[derive(Clone)]
@@ -76,6 +83,7 @@ pub async fn run(
 ) -> Result<(), CollectorError> {
     let mut known_final: HashSet<String> = HashSet::new();
     loop {
+        let started = tokio::time::Instant::now();
         let scan = scan(&config, &ports, &tx, &stats, &shutdown, &mut known_final).instrument(info_span!("collector.scan", prefix = %config.prefix)).await;
         match (config.mode, scan) {
             (Mode::Once, result) => return result,
@@ -83,9 +91,16 @@ pub async fn run(
             (Mode::Watch { .. }, Ok(())) => {}
         }
         let Mode::Watch { interval } = config.mode else { return Ok(()) };
+        let woken = async {
+            match &config.wake {
+                Some(wake) => wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(interval) => {}
+            _ = woken => tokio::time::sleep_until(started + MIN_SCAN_GAP).await,
         }
     }
 }
@@ -217,11 +232,18 @@ pub async fn collect_file(
         let shared_key: Arc<str> = meta.key.as_str().into();
         let stats_in = stats.clone();
         let read = tokio::task::spawn_blocking(move || {
-            read_object(&shared_key, &key, &meta, body, &mut |chunk| {
-                PipelineStats::add(&stats_in.events_parsed, chunk.events.len() as u64);
-                PipelineStats::add(&stats_in.sessions_captured, chunk.sessions.len() as u64);
-                tx_events.blocking_send(FileBatch::Events { key: shared_key.clone(), events: chunk.events, sessions: chunk.sessions }).is_ok()
-            })
+            read_object(
+                &shared_key,
+                &key,
+                &meta,
+                body,
+                &mut |chunk| {
+                    PipelineStats::add(&stats_in.events_parsed, chunk.events.len() as u64);
+                    PipelineStats::add(&stats_in.sessions_captured, chunk.sessions.len() as u64);
+                    tx_events.blocking_send(FileBatch::Events { key: shared_key.clone(), events: chunk.events, sessions: chunk.sessions }).is_ok()
+                },
+                &stats_in.stages,
+            )
         })
         .await;
         match read {

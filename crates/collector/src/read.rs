@@ -2,14 +2,17 @@
 //! hand the accepted events on in chunks. Pure apart from the reader it is
 //! given, so every bad-input case is tested without a store.
 
+use std::cell::Cell;
 use std::io::Read;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use trailwatch_core::event::{Event, FileOutcome, FileStatus, RecordError, RejectedRecord, REJECT_KEEP_BYTES};
 use trailwatch_core::identity::{capture, Session};
 use trailwatch_core::layout::TrailKey;
 use trailwatch_core::ports::ObjectMeta;
 use trailwatch_core::reader::{decode, ReadError, RecordReader};
+use trailwatch_core::stats::{Stage, StageTimes};
 use trailwatch_core::view::RecordView;
 
 /// Events per chunk sent to the enricher.
@@ -19,14 +22,32 @@ pub const CHUNK_EVENTS: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Abandoned;
 
-/// Validates one record into an event, and captures the session it issued, if any.
-fn accept(index: usize, bytes: &[u8], key_account: &str, sessions: &mut Vec<Session>) -> Result<Event, RecordError> {
+/// Validates one record into an event, and captures the session it issued,
+/// if any (the time that takes is added to `capturing`).
+fn accept(index: usize, bytes: &[u8], key_account: &str, sessions: &mut Vec<Session>, capturing: &Cell<Duration>) -> Result<Event, RecordError> {
     let view = RecordView::parse(bytes).map_err(|e| RecordError { index, event_id: None, reason: format!("invalid record JSON: {e}") })?;
     let event = Event::from_view(index, bytes, &view, key_account)?;
+    let started = Instant::now();
     if let Some(session) = capture(&view, key_account) {
         sessions.push(session);
     }
+    capturing.set(capturing.get() + started.elapsed());
     Ok(event)
+}
+
+/// Adds the time its reads take to `spent`: the decompressor's share of reading.
+struct Timed<'a, R> {
+    inner: R,
+    spent: &'a Cell<Duration>,
+}
+
+impl<R: Read> Read for Timed<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let started = Instant::now();
+        let n = self.inner.read(buf);
+        self.spent.set(self.spent.get() + started.elapsed());
+        n
+    }
 }
 
 /// Counts a reader kept while reading, to report throughput.
@@ -53,14 +74,51 @@ pub struct Chunk {
 /// Reads one log or insight file. Accepted events go to `send` in chunks of
 /// [`CHUNK_EVENTS`] (it returns false when the receiver is gone), each with
 /// the sessions its credential-issuing records issued; rejected records and
-/// read errors end up in the returned outcome.
+/// read errors end up in the returned outcome. The time spent decompressing,
+/// parsing and capturing sessions (not waiting in `send`) goes to `times`.
 pub fn read_object(
     key: &Arc<str>,
     trail_key: &TrailKey,
     meta: &ObjectMeta,
     body: impl Read + Send,
     send: &mut dyn FnMut(Chunk) -> bool,
+    times: &StageTimes,
 ) -> Result<(FileOutcome, u64), Abandoned> {
+    let started = Instant::now();
+    let spent = Spent::default();
+    let result = read_timed(key, trail_key, meta, body, send, &spent);
+    let total = started.elapsed();
+    times.add(Stage::Gunzip, spent.gunzip.get());
+    times.add(Stage::Capture, spent.capturing.get());
+    times.add(Stage::Parse, total.saturating_sub(spent.gunzip.get() + spent.capturing.get() + spent.sending.get()));
+    result
+}
+
+/// Where reading one file spent its time, apart from parsing.
+#[derive(Default)]
+struct Spent {
+    /// In the decompressor's reads.
+    gunzip: Cell<Duration>,
+    /// Capturing sessions.
+    capturing: Cell<Duration>,
+    /// Handing chunks on (waiting while the channel is full).
+    sending: Cell<Duration>,
+}
+
+fn read_timed(
+    key: &Arc<str>,
+    trail_key: &TrailKey,
+    meta: &ObjectMeta,
+    body: impl Read + Send,
+    send: &mut dyn FnMut(Chunk) -> bool,
+    spent: &Spent,
+) -> Result<(FileOutcome, u64), Abandoned> {
+    let mut send = |chunk: Chunk| {
+        let started = Instant::now();
+        let taken = send(chunk);
+        spent.sending.set(spent.sending.get() + started.elapsed());
+        taken
+    };
     let mut outcome = FileOutcome {
         key: key.to_string(),
         kind: trail_key.kind,
@@ -83,11 +141,11 @@ pub fn read_object(
             return Ok((outcome, 0));
         }
     };
-    let mut reader = RecordReader::new(decoded);
+    let mut reader = RecordReader::new(Timed { inner: decoded, spent: &spent.gunzip });
     let mut chunk = Chunk { events: Vec::with_capacity(CHUNK_EVENTS), sessions: Vec::new() };
     let error = loop {
         match reader.next_record() {
-            Ok(Some(record)) => match accept(record.index, record.bytes, &trail_key.account_id, &mut chunk.sessions) {
+            Ok(Some(record)) => match accept(record.index, record.bytes, &trail_key.account_id, &mut chunk.sessions, &spent.capturing) {
                 Ok(event) => {
                     chunk.events.push(event);
                     if chunk.events.len() == CHUNK_EVENTS {
@@ -164,11 +222,18 @@ mod tests {
         let meta = ObjectMeta { key: KEY.into(), size: bytes.len() as u64, modified: 0 };
         let mut events = Vec::new();
         let mut chunks = 0;
-        let (outcome, _) = read_object(&key, &classify(KEY).unwrap(), &meta, bytes, &mut |chunk| {
-            chunks += 1;
-            events.extend(chunk.events);
-            true
-        })
+        let (outcome, _) = read_object(
+            &key,
+            &classify(KEY).unwrap(),
+            &meta,
+            bytes,
+            &mut |chunk| {
+                chunks += 1;
+                events.extend(chunk.events);
+                true
+            },
+            &StageTimes::default(),
+        )
         .unwrap();
         (outcome, events, chunks)
     }
@@ -242,7 +307,7 @@ mod tests {
         let body = format!(r#"{{"Records":[{}]}}"#, records.join(","));
         let key: Arc<str> = KEY.into();
         let meta = ObjectMeta { key: KEY.into(), size: 0, modified: 0 };
-        let result = read_object(&key, &classify(KEY).unwrap(), &meta, body.as_bytes(), &mut |_| false);
+        let result = read_object(&key, &classify(KEY).unwrap(), &meta, body.as_bytes(), &mut |_| false, &StageTimes::default());
         assert_eq!(result.err(), Some(Abandoned));
     }
 }

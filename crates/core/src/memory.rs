@@ -285,6 +285,61 @@ impl HistoryStore for MemoryHistory {
     }
 }
 
+/// History that keeps nothing: appends are taken and dropped, reads find
+/// nothing. For running the pipeline without a history store, to measure it
+/// apart from the store, or to raise alerts without keeping events.
+#[derive(Debug, Default)]
+pub struct DiscardHistory {
+    taken: std::sync::atomic::AtomicU64,
+}
+
+impl DiscardHistory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Events appended and dropped so far.
+    pub fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl HistoryStore for DiscardHistory {
+    async fn append(&self, events: Arc<[Event]>) -> Result<WriteReport, PortError> {
+        self.taken.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(WriteReport { inserted: events.len() as u64, duplicates: 0 })
+    }
+
+    async fn page(&self, _query: &HistoryQuery) -> Result<HistoryPage, PortError> {
+        Ok(HistoryPage::default())
+    }
+
+    async fn count(&self) -> Result<u64, PortError> {
+        Ok(0)
+    }
+
+    async fn set_origins(&self, _updates: Arc<[OriginUpdate]>) -> Result<u64, PortError> {
+        Ok(0)
+    }
+
+    async fn get(&self, _account_id: &str, _event_id: &str) -> Result<Option<Event>, PortError> {
+        Ok(None)
+    }
+
+    async fn get_many(&self, _keys: &[(String, String)]) -> Result<Vec<Event>, PortError> {
+        Ok(Vec::new())
+    }
+
+    async fn search(&self, _filter: &EventFilter) -> Result<SearchPage, PortError> {
+        Ok(SearchPage::default())
+    }
+
+    async fn last_events(&self) -> Result<Vec<LastEvent>, PortError> {
+        Ok(Vec::new())
+    }
+}
+
 /// How long past its expiration [`MemorySessionStore`] keeps a session by default.
 pub const DEFAULT_SESSION_RETENTION_MS: EpochMillis = 24 * 3_600_000;
 

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -67,6 +68,8 @@ pub struct PipelineStats {
     pub transitions: TransitionCounts,
     /// Ingest lag and the newest event stored, per account and region.
     pub ingest: IngestClock,
+    /// Time spent in each stage of the pipeline.
+    pub stages: StageTimes,
     skipped: Mutex<BTreeMap<&'static str, (u64, String)>>,
 }
 
@@ -95,6 +98,78 @@ impl PipelineStats {
     /// Clears the skip counts (a watching scan counts each object once per scan).
     pub fn reset_skipped(&self) {
         self.skipped.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// A stage of the pipeline, as [`StageTimes`] accounts for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Decompressing log files (and reading them from the source).
+    Gunzip,
+    /// Splitting files into records and validating each into an event.
+    Parse,
+    /// Finding the sessions that credential-issuing records issued.
+    Capture,
+    /// Recording sessions in the session store, and settling the events that waited for them.
+    Sessions,
+    /// Resolving events to their origins, including events waiting for a session.
+    Resolve,
+    /// Checking stored events against the rules.
+    Rules,
+    /// The alert lifecycle: opening, updating and resolving alerts, with their outbox entries.
+    Alerts,
+    /// Writing events to history, and the origins settled later.
+    Store,
+    /// Recording files in the ledger.
+    Ledger,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 9] =
+        [Stage::Gunzip, Stage::Parse, Stage::Capture, Stage::Sessions, Stage::Resolve, Stage::Rules, Stage::Alerts, Stage::Store, Stage::Ledger];
+
+    /// The stage's name in summaries and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Gunzip => "gunzip",
+            Stage::Parse => "parse",
+            Stage::Capture => "capture",
+            Stage::Sessions => "sessions",
+            Stage::Resolve => "resolve",
+            Stage::Rules => "rules",
+            Stage::Alerts => "alerts",
+            Stage::Store => "store",
+            Stage::Ledger => "ledger",
+        }
+    }
+}
+
+/// Time spent per [`Stage`], summed over every thread that ran it (reading
+/// runs on several workers at once, so its stages can add up to more than
+/// the time that passed). For a stage that waits on a store, the time of
+/// the wait.
+#[derive(Debug, Default)]
+pub struct StageTimes {
+    nanos: [AtomicU64; Stage::ALL.len()],
+}
+
+impl StageTimes {
+    pub fn add(&self, stage: Stage, spent: Duration) {
+        self.nanos[stage as usize].fetch_add(u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Adds the time since `started` to `stage`.
+    pub fn since(&self, stage: Stage, started: Instant) {
+        self.add(stage, started.elapsed());
+    }
+
+    pub fn get(&self, stage: Stage) -> Duration {
+        Duration::from_nanos(self.nanos[stage as usize].load(Relaxed))
+    }
+
+    /// Every stage with its time, in pipeline order.
+    pub fn all(&self) -> Vec<(Stage, Duration)> {
+        Stage::ALL.iter().map(|&s| (s, self.get(s))).collect()
     }
 }
 

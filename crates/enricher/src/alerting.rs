@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::warn;
 
@@ -21,7 +22,7 @@ use trailwatch_core::alerts::Detection;
 use trailwatch_core::event::Event;
 use trailwatch_core::ports::{HistoryStore, OriginUpdate, PortError};
 use trailwatch_core::rules::{Detector, RuleSet};
-use trailwatch_core::stats::PipelineStats;
+use trailwatch_core::stats::{PipelineStats, Stage};
 use trailwatch_core::time::EpochMillis;
 
 use crate::delivery::DeliveryHandle;
@@ -66,6 +67,7 @@ impl Alerting {
         updates: &[OriginUpdate],
         stats: &PipelineStats,
     ) -> Result<(), PortError> {
+        let started = Instant::now();
         self.detections.clear();
         let accounts = self.ports.accounts.current();
         for event in events {
@@ -77,6 +79,8 @@ impl Alerting {
             self.check_settled(config, history, updates).await;
         }
         PipelineStats::add(&stats.detections, self.detections.len() as u64);
+        stats.stages.since(Stage::Rules, started);
+        let started = Instant::now();
         let mut notifications = 0;
         let lifecycle = &self.ports.lifecycle;
         if !self.detections.is_empty() {
@@ -105,6 +109,7 @@ impl Alerting {
                 delivery.notify();
             }
         }
+        stats.stages.since(Stage::Alerts, started);
         Ok(())
     }
 

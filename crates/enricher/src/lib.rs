@@ -21,7 +21,7 @@ pub mod delivery;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +30,7 @@ use tracing::{error, info_span, warn, Instrument};
 use trailwatch_core::event::{Event, FileBatch, FileOutcome, FileStatus};
 use trailwatch_core::identity::{PendingSet, Session};
 use trailwatch_core::ports::{Checkpoints, HistoryStore, OriginUpdate, PortError};
-use trailwatch_core::stats::PipelineStats;
+use trailwatch_core::stats::{PipelineStats, Stage};
 use trailwatch_core::time::EpochMillis;
 
 /// The enricher's settings.
@@ -42,11 +42,15 @@ pub struct EnricherConfig {
     pub attempts: u32,
     /// First retry delay; doubled each attempt, with jitter.
     pub retry_base: Duration,
+    /// How long a batch below `max_batch_events` waits for more messages
+    /// before it is resolved: longer means fewer, larger store writes, and
+    /// alerts later by up to this much.
+    pub linger: Duration,
 }
 
 impl Default for EnricherConfig {
     fn default() -> Self {
-        EnricherConfig { max_batch_events: 4000, attempts: 5, retry_base: Duration::from_millis(100) }
+        EnricherConfig { max_batch_events: 4000, attempts: 5, retry_base: Duration::from_millis(100), linger: Duration::from_millis(10) }
     }
 }
 
@@ -100,12 +104,15 @@ async fn resolve(
     events: &mut [Event],
     stats: &PipelineStats,
 ) -> Result<Vec<OriginUpdate>, PortError> {
+    let started = Instant::now();
     let mut updates = if sessions.is_empty() {
         Vec::new()
     } else {
         let sessions: Arc<[Session]> = sessions.into();
         with_retries(config, "session record", || identity.record_sessions(sessions.to_vec())).await?
     };
+    stats.stages.since(Stage::Sessions, started);
+    let started = Instant::now();
     let mut attempt = 1;
     let report = loop {
         match identity.resolve_events(events).await {
@@ -125,16 +132,54 @@ async fn resolve(
     let named = report.exact + report.derived + report.unresolved + report.waiting;
     PipelineStats::add(&stats.resolved_no_actor, (events.len() as u64).saturating_sub(named));
     updates.extend(with_retries(config, "pending expiry", || identity.expire()).await?);
+    stats.stages.since(Stage::Resolve, started);
     Ok(updates)
 }
+
+/// One coalesced batch, resolved, on its way to the writing half.
+struct Resolved {
+    events: Vec<Event>,
+    /// Origins settled for events stored earlier.
+    updates: Vec<OriginUpdate>,
+    /// The files the events came from, in order.
+    keys: Vec<Arc<str>>,
+    /// Files finished in this batch.
+    outcomes: Vec<FileOutcome>,
+    /// Files whose events could not be resolved, with why.
+    failed: Vec<(Arc<str>, String)>,
+}
+
+/// Resolved batches waiting for the writing half: one, so that resolving
+/// the next batch overlaps writing this one, and memory stays bounded.
+const RESOLVED_WAITING: usize = 1;
 
 /// Runs until the collector's side of the channel is closed and everything
 /// received is stored and recorded. `shutdown` is not a reason to drop work
 /// already received: the collector stops sending on shutdown, and this loop
 /// drains what is left.
-pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Receiver<FileBatch>, stats: Arc<PipelineStats>, shutdown: CancellationToken) {
-    let mut failed: HashMap<Arc<str>, String> = HashMap::new();
-    let mut alerting = ports.alerts.clone().map(alerting::Alerting::new);
+///
+/// Two halves run at once, joined by a channel that keeps batches in order:
+/// one coalesces messages and resolves their events, the other stores them,
+/// raises their alerts and records their files. A batch's origin updates
+/// follow the batches before it, so the events they update are stored first.
+pub async fn run(config: EnricherConfig, ports: EnricherPorts, rx: mpsc::Receiver<FileBatch>, stats: Arc<PipelineStats>, shutdown: CancellationToken) {
+    let (tx, resolved) = mpsc::channel(RESOLVED_WAITING);
+    let writer = tokio::spawn(write_batches(config.clone(), ports.clone(), resolved, stats.clone()));
+    resolve_batches(&config, &ports, rx, &stats, &shutdown, tx).await;
+    if let Err(e) = writer.await {
+        error!(error = %e, "the enricher's writer stopped unexpectedly; unrecorded files will be read again");
+    }
+}
+
+/// The first half: coalesces messages (up to [`EnricherConfig::max_batch_events`]) and resolves them.
+async fn resolve_batches(
+    config: &EnricherConfig,
+    ports: &EnricherPorts,
+    mut rx: mpsc::Receiver<FileBatch>,
+    stats: &PipelineStats,
+    shutdown: &CancellationToken,
+    tx: mpsc::Sender<Resolved>,
+) {
     while let Some(first) = rx.recv().await {
         let mut events: Vec<Event> = Vec::new();
         let mut sessions: Vec<Session> = Vec::new();
@@ -157,24 +202,49 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                 FileBatch::Finished(outcome) => outcomes.push(outcome),
             }
             if events.len() < config.max_batch_events {
-                next = rx.try_recv().ok();
+                next = match rx.try_recv() {
+                    Ok(message) => Some(message),
+                    // Reading is under way: the next file's events are a moment away, and
+                    // every batch costs a few store transactions whatever its size.
+                    Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout(config.linger, rx.recv()).await.ok().flatten(),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                };
             }
         }
-        let span = info_span!("enricher.batch", events = events.len(), files = outcomes.len());
-        async {
-            let mut updates = Vec::new();
-            if let Some(identity) = &ports.identity {
-                match resolve(&config, identity, sessions, &mut events, &stats).await {
-                    Ok(settled) => updates = settled,
-                    Err(e) => {
-                        error!(error = %e, events = events.len(), "identity resolution failed; the files will be read again");
-                        for key in &keys {
-                            failed.insert(key.clone(), format!("identity resolution failed: {e}"));
-                        }
-                        events.clear();
-                    }
+        let span = info_span!("enricher.resolve", events = events.len(), files = outcomes.len());
+        let mut batch = Resolved { events, updates: Vec::new(), keys, outcomes, failed: Vec::new() };
+        if let Some(identity) = &ports.identity {
+            match resolve(config, identity, sessions, &mut batch.events, stats).instrument(span).await {
+                Ok(settled) => batch.updates = settled,
+                Err(e) => {
+                    error!(error = %e, events = batch.events.len(), "identity resolution failed; the files will be read again");
+                    batch.failed = batch.keys.iter().map(|key| (key.clone(), format!("identity resolution failed: {e}"))).collect();
+                    batch.events.clear();
                 }
             }
+        }
+        if tx.send(batch).await.is_err() {
+            error!("the enricher's writer is gone; unrecorded files will be read again");
+            return;
+        }
+        if shutdown.is_cancelled() && rx.is_closed() && rx.is_empty() {
+            break;
+        }
+    }
+}
+
+/// The second half: stores each resolved batch, updates settled origins,
+/// raises alerts, then records the batch's files. A file's outcome comes in
+/// the batch of its last events or a later one, so a failure is remembered
+/// until its outcome arrives.
+async fn write_batches(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Receiver<Resolved>, stats: Arc<PipelineStats>) {
+    let mut failed: HashMap<Arc<str>, String> = HashMap::new();
+    let mut alerting = ports.alerts.clone().map(alerting::Alerting::new);
+    while let Some(Resolved { events, updates, keys, mut outcomes, failed: unresolved }) = rx.recv().await {
+        failed.extend(unresolved);
+        let span = info_span!("enricher.write", events = events.len(), files = outcomes.len());
+        async {
+            let started = Instant::now();
             let mut stored: Arc<[Event]> = Arc::new([]);
             if !events.is_empty() {
                 let count = events.len() as u64;
@@ -203,6 +273,7 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                     Err(e) => error!(error = %e, updates = updates.len(), "updating origins of stored events failed"),
                 }
             }
+            stats.stages.since(Stage::Store, started);
             if let Some(alerting) = &mut alerting {
                 if let Err(e) = alerting.process(&config, ports.history.as_ref(), &stored, &updates, &stats).await {
                     error!(error = %e, events = stored.len(), "raising alerts failed; the files will be read again");
@@ -218,6 +289,7 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                 }
             }
             if !outcomes.is_empty() {
+                let started = Instant::now();
                 let files = outcomes.len();
                 let outcomes: Arc<[FileOutcome]> = outcomes.into();
                 let at = now_ms();
@@ -225,13 +297,11 @@ pub async fn run(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Rec
                     Ok(()) => stats.ingest.files_recorded(&outcomes, now_ms()),
                     Err(e) => error!(files, first = %outcomes[0].key, error = %e, "recording files in the ledger failed; they will be read again"),
                 }
+                stats.stages.since(Stage::Ledger, started);
             }
         }
         .instrument(span)
         .await;
-        if shutdown.is_cancelled() && rx.is_closed() && rx.is_empty() {
-            break;
-        }
     }
 }
 

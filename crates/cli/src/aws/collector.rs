@@ -221,14 +221,21 @@ impl Collector {
         let (meta_in, trail_in, counters) = (meta.clone(), trail_key.clone(), self.counters.clone());
         let reader = tokio::task::spawn_blocking(move || {
             let mut pending: Vec<Session> = Vec::new();
-            let read = read_object(&key, &trail_in, &meta_in, body, &mut |chunk| {
-                Counters::add(&counters.events_read, chunk.events.len() as u64);
-                pending.extend(chunk.sessions);
-                if pending.len() >= SESSION_BATCH {
-                    return tx.blocking_send(std::mem::take(&mut pending)).is_ok();
-                }
-                true
-            });
+            let read = read_object(
+                &key,
+                &trail_in,
+                &meta_in,
+                body,
+                &mut |chunk| {
+                    Counters::add(&counters.events_read, chunk.events.len() as u64);
+                    pending.extend(chunk.sessions);
+                    if pending.len() >= SESSION_BATCH {
+                        return tx.blocking_send(std::mem::take(&mut pending)).is_ok();
+                    }
+                    true
+                },
+                &counters.stages,
+            );
             if !pending.is_empty() {
                 let _ = tx.blocking_send(pending);
             }

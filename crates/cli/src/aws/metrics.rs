@@ -32,7 +32,7 @@ use trailwatch_aws::athena::{Athena, AthenaArchive};
 use trailwatch_aws::clients::ApiCalls;
 use trailwatch_aws::sns::action;
 use trailwatch_core::identity::Resolver;
-use trailwatch_core::stats::PipelineStats;
+use trailwatch_core::stats::{PipelineStats, Stage, StageTimes};
 use trailwatch_enricher::delivery::{DeliveryStats, SinkStats};
 
 /// Counters of the queue-driven services.
@@ -47,6 +47,8 @@ pub struct Counters {
     pub events_read: AtomicU64,
     pub sessions_recorded: AtomicU64,
     pub messages_acknowledged: AtomicU64,
+    /// Time spent reading files (gunzip, parse, session capture).
+    pub stages: StageTimes,
 }
 
 impl Counters {
@@ -121,6 +123,10 @@ impl Exported {
         }
         if let Some(p) = &self.pipeline {
             render_pipeline(&mut t, p);
+        }
+        let stages: Vec<&StageTimes> = self.counters.iter().map(|c| &c.stages).chain(self.pipeline.iter().map(|p| &p.stages)).collect();
+        if !stages.is_empty() {
+            render_stages(&mut t, &stages);
         }
         if let Some(r) = &self.resolver {
             let s = r.stats();
@@ -223,6 +229,19 @@ fn render_counters(t: &mut Text, c: &Counters) {
     t.single("trailwatch_collector_events_read_total", "counter", "Events the collector read.", n(&c.events_read));
     t.single("trailwatch_sessions_recorded_total", "counter", "Sessions written to the session table.", n(&c.sessions_recorded));
     t.single("trailwatch_messages_acknowledged_total", "counter", "Queue messages deleted after their file was recorded.", n(&c.messages_acknowledged));
+}
+
+/// Seconds per pipeline stage, summed over what the service keeps.
+fn render_stages(t: &mut Text, kept: &[&StageTimes]) {
+    t.family(
+        "trailwatch_stage_seconds_total",
+        "counter",
+        "Seconds spent per pipeline stage (gunzip, parse, capture, sessions, resolve, rules, alerts, store, ledger), summed over the threads that ran it.",
+    );
+    for stage in Stage::ALL {
+        let spent: f64 = kept.iter().map(|s| s.get(stage).as_secs_f64()).sum();
+        t.sample("trailwatch_stage_seconds_total", &[("stage", stage.label())], format!("{spent:.6}"));
+    }
 }
 
 fn render_pipeline(t: &mut Text, p: &PipelineStats) {

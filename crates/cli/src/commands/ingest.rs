@@ -63,6 +63,8 @@ pub async fn ingest_once(
         workers: options.workers.map_or_else(pipeline::default_workers, usize::from),
         mode: Mode::Once,
         resolve: identity.is_some(),
+        history: !options.no_history,
+        wake: None,
         alerts: alerting.map(|a| a.ports.clone()),
     };
     let result = pipeline::run(setup, store.clone(), identity.clone(), stats.clone(), shutdown).await;
@@ -77,5 +79,9 @@ pub async fn ingest_once(
         Some(identity) => Some(IdentityFigures { waiting: identity.count().await.context("counting pending events")?, resolver: identity.resolver().stats() }),
         None => None,
     };
-    Ok(ingest_summary(stats, elapsed, &problems, identity_figures.as_ref(), alerting.map(Alerting::rule_count)))
+    let mut text = ingest_summary(stats, elapsed, &problems, identity_figures.as_ref(), alerting.map(Alerting::rule_count));
+    if options.no_history {
+        text.push_str("  history  off (--no-history): the events above were dropped after the rules, not kept\n");
+    }
+    Ok(text)
 }

@@ -69,13 +69,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if shutdown.is_cancelled() {
         return finish(delivery, server).await;
     }
-    println!("watching {} for new files every {} s (Ctrl-C to stop)", trail.display(), args.interval);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    // Kept until the pipeline stops: dropping it ends the watch.
+    let _watcher = match crate::watch::watch(&trail, wake.clone()) {
+        Ok(watcher) => {
+            println!("watching {} for new files as they land, and scanning every {} s (Ctrl-C to stop)", trail.display(), args.interval);
+            Some(watcher)
+        }
+        Err(e) => {
+            println!("watching {} for new files every {} s (Ctrl-C to stop; notifications unavailable: {e})", trail.display(), args.interval);
+            None
+        }
+    };
     let setup = PipelineSetup {
         trail,
         prefix: args.pipeline.prefix,
         workers: args.pipeline.workers.map_or_else(pipeline::default_workers, usize::from),
         mode: Mode::Watch { interval: Duration::from_secs(args.interval) },
         resolve: identity.is_some(),
+        history: !args.pipeline.no_history,
+        wake: Some(wake),
         alerts: alerting.as_ref().map(|a| a.ports.clone()),
     };
     let stats = Arc::new(PipelineStats::default());

@@ -73,3 +73,31 @@ fn newline_delimited_real_records_are_ingested() {
     let ids = exported_ids(&data, &[]);
     assert_eq!((ids.len(), unique(&ids)), (103, 103));
 }
+
+/// `--no-history` runs the whole pipeline but keeps no events: the files are
+/// recorded, sessions resolve identities and the rules raise the same alerts,
+/// and the summary accounts for the time of every stage.
+#[test]
+fn without_history_the_pipeline_runs_and_keeps_no_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (trail, data) = (tmp.path().join("trail"), tmp.path().join("data"));
+    ok(&["gen", "--out", path(&trail), "--accounts", "6", "--events", "20000", "--seed", "5", "--incidents"]);
+    let expected: serde_json::Value = serde_json::from_slice(&std::fs::read(trail.join("expected.json")).unwrap()).unwrap();
+    let alerts = expected["alerts"].as_array().expect("the answer key lists the incidents' alerts").len();
+    assert!(alerts > 0);
+
+    let summary = stdout(&ok(&["ingest", "--trail", path(&trail), "--data", path(&data), "--no-history"]));
+    assert!(summary.contains("events   20,000 stored"), "{summary}");
+    assert!(summary.contains("history  off (--no-history)"), "{summary}");
+    assert!(summary.contains(&format!("· {alerts} opened")), "the incidents raise their alerts without history: {summary}");
+    let exact: u64 = summary.split("identity on arrival ").nth(1).and_then(|s| s.split(' ').next()).unwrap().replace(',', "").parse().unwrap();
+    assert!(exact > 15_000, "sessions are still recorded and used: {summary}");
+    let stages = summary.lines().find(|l| l.trim_start().starts_with("stages")).unwrap_or_else(|| panic!("a stages line: {summary}"));
+    for stage in ["gunzip", "parse", "capture", "sessions", "resolve", "rules", "alerts", "store", "ledger"] {
+        assert!(stages.contains(&format!("{stage} ")), "{stage} in {stages}");
+    }
+
+    assert!(exported_ids(&data, &[]).is_empty(), "no event was kept");
+    let second = stdout(&ok(&["ingest", "--trail", path(&trail), "--data", path(&data), "--no-history"]));
+    assert!(second.contains("0 read"), "the files were recorded in the ledger: {second}");
+}

@@ -30,10 +30,17 @@ fn batches_of(key: &str, bytes: &[u8]) -> Vec<FileBatch> {
     let shared: Arc<str> = key.into();
     let meta = ObjectMeta { key: key.into(), size: bytes.len() as u64, modified: 0 };
     let mut out = Vec::new();
-    let (outcome, _): (FileOutcome, u64) = read_object(&shared, &classify(key).unwrap(), &meta, bytes, &mut |chunk: Chunk| {
-        out.push(FileBatch::Events { key: shared.clone(), events: chunk.events, sessions: chunk.sessions });
-        true
-    })
+    let (outcome, _): (FileOutcome, u64) = read_object(
+        &shared,
+        &classify(key).unwrap(),
+        &meta,
+        bytes,
+        &mut |chunk: Chunk| {
+            out.push(FileBatch::Events { key: shared.clone(), events: chunk.events, sessions: chunk.sessions });
+            true
+        },
+        &Default::default(),
+    )
     .unwrap();
     out.push(FileBatch::Finished(outcome));
     out

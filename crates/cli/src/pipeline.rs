@@ -28,8 +28,9 @@ use trailwatch_enricher::{EnricherConfig, EnricherPorts};
 
 use crate::cli::AlertArgs;
 
-/// Messages the collector may queue for the enricher.
-const CHANNEL_MESSAGES: usize = 64;
+/// Messages the collector may queue for the enricher: at most 16,000 events
+/// (about 50 MB) wait, whatever the file sizes.
+const CHANNEL_MESSAGES: usize = 16;
 
 /// Everything one pipeline run needs.
 pub struct PipelineSetup {
@@ -125,9 +126,9 @@ pub async fn run(
         anyhow::bail!("the trail directory {} does not exist or is not a directory", setup.trail.display());
     }
     let source = Arc::new(DirSource::new(&setup.trail));
-    // Messages in flight: a chunk holds at most 1000 events (about 1.3 MB), so
-    // memory stays bounded, while enough small files queue up behind a store
-    // write for the enricher to write them together in one transaction.
+    // Messages in flight: a chunk holds at most 1000 events (about 3 MB with
+    // its record), so memory stays bounded; the enricher fills its batches
+    // while the previous one is written, so a short queue is enough.
     let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let enricher = tokio::spawn(trailwatch_enricher::run(
         EnricherConfig::default(),

@@ -22,8 +22,10 @@ use crate::time::EpochMillis;
 /// Size and lifetimes of the session cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
-    /// Access keys held at most.
-    pub capacity: u64,
+    /// Bytes the entries may take, about (each weighed by its key and
+    /// session): a bound on memory however many sessions an organization
+    /// issues. The default holds some 30,000 sessions.
+    pub capacity_bytes: u64,
     /// How long a found session stays cached (wall time).
     pub ttl: Duration,
     /// How long a "not found" stays cached (wall time): short, so a session
@@ -36,7 +38,7 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { capacity: 200_000, ttl: Duration::from_secs(15 * 60), negative_ttl: Duration::from_secs(30), negative_span_ms: 3_600_000 }
+        CacheConfig { capacity_bytes: 32 << 20, ttl: Duration::from_secs(15 * 60), negative_ttl: Duration::from_secs(30), negative_span_ms: 3_600_000 }
     }
 }
 
@@ -70,6 +72,17 @@ impl Expiry<String, Entry> for Lifetimes {
     }
 }
 
+/// About what an entry takes: the key, moka's own bookkeeping, and the session.
+fn weight(key: &str, entry: &Entry) -> usize {
+    const PER_ENTRY: usize = 160;
+    PER_ENTRY
+        + key.len()
+        + match entry {
+            Entry::Found(session) => session.approx_bytes(),
+            Entry::Missing { .. } => 0,
+        }
+}
+
 /// What the cache knows of a key at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheLookup {
@@ -96,7 +109,7 @@ pub struct CacheStats {
     pub hits: u64,
     pub negative_hits: u64,
     pub misses: u64,
-    /// Entries dropped to stay within capacity.
+    /// Entries dropped to stay within the byte budget.
     pub evictions: u64,
     /// Entries dropped when their lifetime ended.
     pub expirations: u64,
@@ -116,7 +129,8 @@ impl SessionCache {
         let counters = Arc::new(Counters::default());
         let listener = counters.clone();
         let inner = Cache::builder()
-            .max_capacity(config.capacity)
+            .max_capacity(config.capacity_bytes)
+            .weigher(|key: &String, entry: &Entry| u32::try_from(weight(key, entry)).unwrap_or(u32::MAX))
             .expire_after(Lifetimes { ttl: config.ttl, negative_ttl: config.negative_ttl })
             .eviction_listener(move |_key, _value, cause| match cause {
                 RemovalCause::Size => {
@@ -221,7 +235,9 @@ mod tests {
 
     #[tokio::test]
     async fn negative_answers_expire_sooner_and_capacity_evicts() {
-        let config = CacheConfig { capacity: 10, ttl: Duration::from_secs(60), negative_ttl: Duration::from_millis(50), ..CacheConfig::default() };
+        // A budget of ten sessions' worth of bytes.
+        let one = weight("ASIAX0", &Entry::Found(session("ASIAX0", 0))) as u64;
+        let config = CacheConfig { capacity_bytes: 10 * one, ttl: Duration::from_secs(60), negative_ttl: Duration::from_millis(50), ..CacheConfig::default() };
         let cache = SessionCache::new(&config);
         cache.insert_missing("ASIA2", 0).await;
         cache.insert_found(session("ASIA1", 0)).await;
@@ -233,6 +249,6 @@ mod tests {
         }
         cache.run_pending_tasks().await;
         let stats = cache.stats();
-        assert!(stats.entries <= 10 && stats.evictions > 0, "{stats:?}");
+        assert!(stats.entries <= 10 && stats.evictions > 0, "the byte budget holds ten sessions: {stats:?}");
     }
 }

@@ -137,7 +137,28 @@ pub struct Session {
 /// still belong to it (clock differences between services).
 pub const WINDOW_SLACK_MS: EpochMillis = 60_000;
 
+/// Bytes a string takes, heap and handle, as the caches weigh it.
+fn text_bytes(s: &str) -> usize {
+    s.len() + std::mem::size_of::<String>()
+}
+
+fn optional_bytes(s: &Option<String>) -> usize {
+    s.as_deref().map_or(std::mem::size_of::<Option<String>>(), text_bytes)
+}
+
 impl Session {
+    /// About how many bytes the session takes in memory (what the caches weigh).
+    pub fn approx_bytes(&self) -> usize {
+        let own = [&self.role_arn, &self.session_name, &self.assumed_arn, &self.source_identity, &self.shared_event_id];
+        std::mem::size_of::<Session>()
+            + text_bytes(&self.access_key_id)
+            + text_bytes(&self.account_id)
+            + text_bytes(&self.event_id)
+            + text_bytes(&self.event_account)
+            + own.iter().map(|s| optional_bytes(s)).sum::<usize>()
+            + self.caller.approx_bytes()
+    }
+
     /// Whether the credentials were valid at `at`.
     pub fn valid_at(&self, at: EpochMillis) -> bool {
         self.issued_at - WINDOW_SLACK_MS <= at && at <= self.expires_at + WINDOW_SLACK_MS
@@ -422,6 +443,25 @@ pub trait PendingStore: Send + Sync {
 }
 
 impl Caller {
+    /// About how many bytes the caller's text takes beyond the struct itself.
+    pub fn approx_bytes(&self) -> usize {
+        let fields = [
+            &self.arn,
+            &self.principal_id,
+            &self.account_id,
+            &self.access_key_id,
+            &self.user_name,
+            &self.invoked_by,
+            &self.identity_provider,
+            &self.on_behalf_of,
+            &self.identity_store_arn,
+            &self.source_identity,
+            &self.session_issuer_arn,
+            &self.ec2_role_delivery,
+        ];
+        self.identity_type.len() + fields.iter().map(|s| s.as_deref().map_or(0, str::len)).sum::<usize>()
+    }
+
     /// The caller described by a record's `userIdentity`.
     pub fn from_view(identity: &crate::view::IdentityView<'_>) -> Caller {
         fn own(s: &Option<std::borrow::Cow<'_, str>>) -> Option<String> {

@@ -59,8 +59,9 @@ pub struct ResolverConfig {
     pub cache: CacheConfig,
     pub fallback: FallbackPolicy,
     /// Cross-account calls remembered by `sharedEventID`, to resolve the
-    /// role owner's `AWSAccount` copy through the caller's copy.
-    pub shared_capacity: u64,
+    /// role owner's `AWSAccount` copy through the caller's copy; bytes they
+    /// may take, about.
+    pub shared_capacity_bytes: u64,
     pub shared_ttl: Duration,
 }
 
@@ -70,7 +71,7 @@ impl Default for ResolverConfig {
             max_hops: 32,
             cache: CacheConfig::default(),
             fallback: FallbackPolicy::default(),
-            shared_capacity: 100_000,
+            shared_capacity_bytes: 8 << 20,
             shared_ttl: Duration::from_secs(6 * 3600),
         }
     }
@@ -336,7 +337,13 @@ fn hop(session: &Session) -> Hop {
 
 impl Resolver {
     pub fn new(store: Arc<dyn SessionStore>, archive: Option<Arc<dyn SessionArchive>>, config: ResolverConfig) -> Self {
-        let shared = moka::future::Cache::builder().max_capacity(config.shared_capacity).time_to_live(config.shared_ttl).build();
+        let shared = moka::future::Cache::builder()
+            .max_capacity(config.shared_capacity_bytes)
+            .weigher(|id: &String, copy: &Arc<SharedCopy>| {
+                u32::try_from(160 + id.len() + std::mem::size_of::<SharedCopy>() + copy.caller.approx_bytes()).unwrap_or(u32::MAX)
+            })
+            .time_to_live(config.shared_ttl)
+            .build();
         Resolver {
             store,
             archive,

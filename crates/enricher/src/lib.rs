@@ -50,7 +50,7 @@ pub struct EnricherConfig {
 
 impl Default for EnricherConfig {
     fn default() -> Self {
-        EnricherConfig { max_batch_events: 4000, attempts: 5, retry_base: Duration::from_millis(100), linger: Duration::from_millis(10) }
+        EnricherConfig { max_batch_events: 2000, attempts: 5, retry_base: Duration::from_millis(100), linger: Duration::from_millis(10) }
     }
 }
 

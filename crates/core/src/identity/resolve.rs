@@ -60,7 +60,8 @@ pub struct ResolverConfig {
     pub fallback: FallbackPolicy,
     /// Cross-account calls remembered by `sharedEventID`, to resolve the
     /// role owner's `AWSAccount` copy through the caller's copy; bytes they
-    /// may take, about.
+    /// may take, about. Nothing else holds them: an evicted copy leaves the
+    /// owner's copy of that call waiting until the pending bound.
     pub shared_capacity_bytes: u64,
     pub shared_ttl: Duration,
 }
@@ -71,7 +72,10 @@ impl Default for ResolverConfig {
             max_hops: 32,
             cache: CacheConfig::default(),
             fallback: FallbackPolicy::default(),
-            shared_capacity_bytes: 8 << 20,
+            // Not only a cache: an owner's `AWSAccount` copy whose caller's copy
+            // was evicted waits until the pending bound. Large enough to hold the
+            // cross-account calls of hours of a big organization's trail.
+            shared_capacity_bytes: 256 << 20,
             shared_ttl: Duration::from_secs(6 * 3600),
         }
     }

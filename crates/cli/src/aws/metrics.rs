@@ -441,9 +441,13 @@ mod tests {
         stats.transitions.add(TransitionKind::Acknowledged, Severity::High, 1);
         stats.transitions.add(TransitionKind::Updated, Severity::High, 3);
         stats.ingest.events_stored(&[sample_event("111122223333", "e1", 1_700_000_000_000)]);
+        stats.stages.add(Stage::Store, std::time::Duration::from_millis(1500));
+        stats.stages.add(Stage::Parse, std::time::Duration::from_millis(250));
+        let counters = Arc::new(Counters::default());
+        counters.stages.add(Stage::Parse, std::time::Duration::from_millis(500));
         let delivery = Arc::new(DeliveryStats::default());
         delivery.sink("sns").failed_attempts.fetch_add(4, Ordering::Relaxed);
-        let exported = Exported::new("enricher", ApiCalls::default()).counters(Arc::new(Counters::default())).pipeline(stats).delivery(delivery);
+        let exported = Exported::new("enricher", ApiCalls::default()).counters(counters).pipeline(stats).delivery(delivery);
         let text = exported.render();
         let families = families(&text);
         for (name, (kind, _)) in &families {
@@ -452,6 +456,10 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == "counter", "{name} is a {kind}");
         }
         assert!(text.contains("trailwatch_events_stored_total{service=\"enricher\"} 7\n"), "{text}");
+        // Stage times: the collector's reading and the pipeline's add up, one sample per stage.
+        assert!(text.contains("trailwatch_stage_seconds_total{service=\"enricher\",stage=\"parse\"} 0.750000\n"), "{text}");
+        assert!(text.contains("trailwatch_stage_seconds_total{service=\"enricher\",stage=\"store\"} 1.500000\n"), "{text}");
+        assert_eq!(families["trailwatch_stage_seconds_total"].1.len(), Stage::ALL.len());
         assert!(
             text.contains("trailwatch_alert_transitions_total{service=\"enricher\",action=\"update\",severity=\"high\"} 4\n"),
             "updated and acknowledged are both updates"

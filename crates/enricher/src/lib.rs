@@ -407,6 +407,28 @@ mod tests {
         assert_eq!(entry.status, FileStatus::Done);
     }
 
+    /// Files that arrive within the linger go into one batch: one store write, not one per file.
+    #[tokio::test]
+    async fn files_arriving_within_the_linger_share_one_store_write() {
+        let history = Arc::new(Flaky { inner: MemoryHistory::new(), failures: AtomicU32::new(0), retryable: true });
+        let ledger = Arc::new(MemoryCheckpoints::new());
+        let stats = Arc::new(PipelineStats::default());
+        let (tx, rx) = mpsc::channel(8);
+        let config = EnricherConfig { linger: Duration::from_millis(500), ..Default::default() };
+        let ports = EnricherPorts { history: history.clone(), checkpoints: ledger.clone(), identity: None, alerts: None };
+        let task = tokio::spawn(run(config, ports, rx, stats.clone(), CancellationToken::new()));
+        for (n, key) in ["a.json.gz", "b.json.gz"].into_iter().enumerate() {
+            let events = vec![sample_event("111122223333", &format!("e{n}"), 1_700_000_000_000)];
+            tx.send(FileBatch::Events { key: key.into(), events, sessions: vec![] }).await.unwrap();
+            tx.send(FileBatch::Finished(outcome(key, 1))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(history.count().await.unwrap(), 2);
+        assert_eq!(PipelineStats::get(&stats.history_writes), 1, "the second file came within the linger");
+    }
+
     #[tokio::test]
     async fn a_permanent_store_error_marks_the_file_failed_for_a_retry() {
         let history = Arc::new(Flaky { inner: MemoryHistory::new(), failures: AtomicU32::new(1), retryable: false });

@@ -185,6 +185,9 @@ pub struct ResolverStats {
     pub archive_queries: u64,
     /// Sessions the archive found (and the store was given).
     pub archive_found: u64,
+    /// Callers' copies of cross-account calls taken from the session the
+    /// caller's copy recorded, after the shared-copy cache had let them go.
+    pub copies_from_store: u64,
     pub cache: CacheStats,
 }
 
@@ -206,6 +209,7 @@ struct Counters {
     archive_lookups: AtomicU64,
     archive_queries: AtomicU64,
     archive_found: AtomicU64,
+    copies_from_store: AtomicU64,
 }
 
 /// The other copy of a cross-account event: its caller, and when.
@@ -387,6 +391,7 @@ impl Resolver {
             archive_lookups: c.archive_lookups.load(Ordering::Relaxed),
             archive_queries: c.archive_queries.load(Ordering::Relaxed),
             archive_found: c.archive_found.load(Ordering::Relaxed),
+            copies_from_store: c.copies_from_store.load(Ordering::Relaxed),
             cache: self.cache.stats(),
         }
     }
@@ -404,7 +409,15 @@ impl Resolver {
         let mut keys = Vec::new();
         let mut seen = HashSet::new();
         for s in sessions.iter() {
-            self.cache.invalidate(&s.access_key_id).await;
+            // A complete session is what the store now holds for its key (a
+            // merge only fills fields the caller's copy already has): cached
+            // at once, the key's first use costs no store read. A role
+            // owner's copy may have been merged into more: forgotten instead.
+            if s.caller_is_account_only() {
+                self.cache.invalidate(&s.access_key_id).await;
+            } else {
+                self.cache.insert_found(Arc::new(s.clone())).await;
+            }
             if let Some(shared) = s.shared_event_id.as_ref().filter(|_| !s.caller_is_account_only()) {
                 self.shared.insert(shared.clone(), Arc::new(SharedCopy { caller: s.caller.clone(), at: s.issued_at })).await;
             }
@@ -497,6 +510,25 @@ impl Resolver {
         Ok(())
     }
 
+    /// The caller's copy of a cross-account event, for the other account's
+    /// `AWSAccount` copy: from the shared-copy cache, else (for a role
+    /// owner's copy of a call that issued a key) from the session the
+    /// caller's copy recorded for that key, which outlives the cache.
+    async fn caller_copy(&self, shared: &str, actor: Actor<'_>, batch: &mut Batch) -> Result<Option<Arc<SharedCopy>>, PortError> {
+        if let Some(copy) = self.shared.get(shared).await {
+            return Ok(Some(copy));
+        }
+        let Some(key) = actor.issued_key else { return Ok(None) };
+        let Known::Found(session) = self.known(key, actor.at, batch).await? else { return Ok(None) };
+        if session.caller_is_account_only() || session.shared_event_id.as_deref() != Some(shared) {
+            return Ok(None);
+        }
+        self.counters.copies_from_store.fetch_add(1, Ordering::Relaxed);
+        let copy = Arc::new(SharedCopy { caller: session.caller.clone(), at: session.issued_at });
+        self.shared.insert(shared.to_owned(), copy.clone()).await;
+        Ok(Some(copy))
+    }
+
     async fn walk(&self, actor: Actor<'_>, batch: &mut Batch) -> Result<Resolution, PortError> {
         let mut walk = Walk { source_identity: actor.caller.source_identity.clone(), ..Walk::default() };
         let mut current = Current::Actor(actor.caller);
@@ -524,7 +556,7 @@ impl Resolver {
                     let Some(session) = issued else {
                         // The event's own actor: another account's copy of a cross-account event.
                         let copy = match (actor.shared_event_id, &walk.via_copy) {
-                            (Some(shared), None) => self.shared.get(shared).await.map(|c| (shared, c)),
+                            (Some(shared), None) => self.caller_copy(shared, actor, batch).await?.map(|c| (shared, c)),
                             _ => None,
                         };
                         if let Some((shared, copy)) = copy {
@@ -757,8 +789,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_looks_each_key_up_once() {
-        let resolver = Resolver::new(Arc::new(MemorySessionStore::new()), None, ResolverConfig::default());
-        resolver.record_sessions(vec![session("ASIAONE", T0)]).await.unwrap();
+        // In the store (as another process recorded it), not in this resolver's cache.
+        let store = Arc::new(MemorySessionStore::new());
+        store.put(vec![session("ASIAONE", T0)].into()).await.unwrap();
+        let resolver = Resolver::new(store, None, ResolverConfig::default());
         let actor = role_user("ASIAONE");
         let actors: Vec<Actor<'_>> = (0..100).map(|i| Actor::new(&actor, T0 + i * 1000)).collect();
         let out = resolver.resolve_batch(&actors).await.unwrap();
@@ -769,6 +803,22 @@ mod tests {
         // The next batch is answered by the cache.
         resolver.resolve_batch(&actors[..10]).await.unwrap();
         assert_eq!((resolver.stats().store_lookups, resolver.stats().cache.hits), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_session_this_resolver_recorded_is_used_without_a_store_read() {
+        let resolver = Resolver::new(Arc::new(MemorySessionStore::new()), None, ResolverConfig::default());
+        let owner = Session {
+            caller: Caller { identity_type: "AWSAccount".into(), account_id: Some("508917263341".into()), ..Caller::default() },
+            ..session("ASIAOWNED", T0)
+        };
+        resolver.record_sessions(vec![session("ASIAFRESH", T0), owner]).await.unwrap();
+        let fresh = role_user("ASIAFRESH");
+        assert_eq!(resolver.resolve(Actor::new(&fresh, T0 + 1000)).await.unwrap().origin().confidence, Confidence::Exact);
+        assert_eq!((resolver.stats().store_lookups, resolver.stats().cache.hits), (0, 1));
+        // A role owner's copy may be merged with more in the store: read from there.
+        resolver.resolve(Actor::new(&role_user("ASIAOWNED"), T0 + 1000)).await.unwrap();
+        assert_eq!(resolver.stats().store_lookups, 1);
     }
 
     #[tokio::test]
@@ -913,5 +963,28 @@ mod tests {
         assert_eq!((fallback.kind, fallback.principal.as_deref()), (OriginKind::AwsAccount, Some("508917263341")));
         assert_eq!(resolver.record_sessions(vec![full]).await.unwrap(), ["ASIACROSS"], "the caller's copy arriving is news for the same key");
         assert_eq!(resolver.resolve(Actor::new(&actor, T0 + 60_000)).await.unwrap().origin().confidence, Confidence::Exact);
+    }
+
+    #[tokio::test]
+    async fn a_role_owners_copy_resolves_through_the_recorded_session_once_the_shared_cache_let_the_callers_copy_go() {
+        let store = Arc::new(MemorySessionStore::new());
+        let full = Session { shared_event_id: Some("shared-2".into()), ..session("ASIACROSS2", T0) };
+        let owner = Caller { identity_type: "AWSAccount".into(), account_id: Some("508917263341".into()), ..Caller::default() };
+        let first = Resolver::new(store.clone(), None, ResolverConfig::default());
+        first.resolve(Actor { shared_event_id: Some("shared-2"), ..Actor::new(&full.caller, T0) }).await.unwrap();
+        first.record_sessions(vec![full.clone()]).await.unwrap();
+        // Another resolver over the same store: its shared-copy cache holds
+        // nothing, as after an eviction or a restart.
+        let resolver = Resolver::new(store, None, ResolverConfig::default());
+
+        let owners_copy = Actor { shared_event_id: Some("shared-2"), issued_key: Some("ASIACROSS2"), ..Actor::new(&owner, T0) };
+        let resolution = resolver.resolve(owners_copy).await.unwrap();
+        let Resolution::Resolved(origin) = &resolution else { panic!("the owner's copy still waits: {resolution:?}") };
+        assert_eq!(origin.principal.as_deref(), Some("arn:aws:iam::508917263341:user/maria"));
+        assert_eq!(resolver.stats().copies_from_store, 1);
+
+        // A copy whose recorded session carries another sharedEventID is not this call's caller.
+        let other = Actor { shared_event_id: Some("shared-3"), issued_key: Some("ASIACROSS2"), ..Actor::new(&owner, T0) };
+        assert!(matches!(resolver.resolve(other).await.unwrap(), Resolution::Waiting { .. }));
     }
 }

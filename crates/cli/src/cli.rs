@@ -192,8 +192,9 @@ pub struct AlertsOpArgs {
     pub note: Option<String>,
 }
 
-/// Detection and alert delivery, for `run` and `ingest`.
-#[derive(Debug, Args, Clone, Default)]
+/// Detection and alert delivery, for `run` and `ingest`. Its `Debug` shows
+/// the webhook URL as scheme and host only (its path or query may hold a credential).
+#[derive(Args, Clone, Default)]
 pub struct AlertArgs {
     /// Directory of rules (*.yml) added to the built-in pack; a rule with a built-in rule's id replaces it.
     #[arg(long, env = "TRAILWATCH_RULES")]
@@ -212,7 +213,7 @@ pub struct AlertArgs {
     #[arg(long, env = "TRAILWATCH_ALERTS_FILE")]
     pub alerts_file: Option<PathBuf>,
     /// POST every alert transition to this URL.
-    #[arg(long, env = "TRAILWATCH_WEBHOOK")]
+    #[arg(long, env = "TRAILWATCH_WEBHOOK", hide_env_values = true)]
     pub webhook: Option<String>,
     /// Body of webhook posts: `generic` (the transition and the alert) or `pagerduty` (Events API v2).
     #[arg(long, env = "TRAILWATCH_WEBHOOK_FORMAT", default_value = "generic", value_parser = ["generic", "pagerduty"])]
@@ -264,6 +265,12 @@ pub struct PipelineArgs {
     /// run alerting only). History searches then find nothing.
     #[arg(long)]
     pub no_history: bool,
+    /// Public keys of the trail's digest files, as `aws cloudtrail list-public-keys` prints them
+    /// (`{"PublicKeyList":[{"Fingerprint","Value"}]}`). Without it, digests are still checked
+    /// (chain, gaps, log file hashes) but their signatures are not. `run` without --trail uses
+    /// the demo trail's own keys.
+    #[arg(long, env = "TRAILWATCH_PUBLIC_KEYS")]
+    pub public_keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -361,6 +368,30 @@ pub struct LedgerArgs {
     pub rejected: Option<String>,
 }
 
+impl std::fmt::Debug for AlertArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertArgs")
+            .field("rules", &self.rules)
+            .field("no_rules", &self.no_rules)
+            .field("accounts", &self.accounts)
+            .field("print_alerts", &self.print_alerts)
+            .field("alerts_file", &self.alerts_file)
+            .field("webhook", &self.webhook.as_deref().map(url_origin))
+            .field("webhook_format", &self.webhook_format)
+            .field("pagerduty_routing_key", &self.pagerduty_routing_key)
+            .field("webhook_headers", &self.webhook_headers)
+            .finish()
+    }
+}
+
+/// `scheme://host[:port]/…` of a URL: no user, password, path or query.
+pub fn url_origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}/…")
+}
+
 /// A value that must not appear in logs or debug output (keys, tokens).
 #[derive(Clone, Default)]
 pub struct Secret(String);
@@ -384,5 +415,46 @@ impl std::str::FromStr for Secret {
             return Err("empty".into());
         }
         Ok(Secret(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// Every secret option, given on the command line, stays out of `Debug`.
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let secrets = ["tok-a1b2c3d4e5f6a7b8c9", "rk-0f1e2d3c4b5a69788", "hdr-99887766554433", "hookpath-5544332211", "pw-77665544", "ext-id-1234567890"];
+        let run = Cli::try_parse_from([
+            "trailwatch",
+            "run",
+            "--token",
+            &format!("ada:admin:{}", secrets[0]),
+            "--webhook",
+            &format!("https://user:{}@hooks.example.com/services/{}?key={}", secrets[4], secrets[3], secrets[3]),
+            "--webhook-format",
+            "pagerduty",
+            "--pagerduty-routing-key",
+            secrets[1],
+            "--webhook-header",
+            &format!("Authorization: Bearer {}", secrets[2]),
+        ])
+        .expect("run parses");
+        let api =
+            Cli::try_parse_from(["trailwatch", "api", "--aws", "--organizations-external-id", secrets[5], "--token", &format!("v:viewer:{}", secrets[0])])
+                .expect("api parses");
+        let onboarding = Cli::try_parse_from(["trailwatch", "onboarding", "--aws", "--member-role-name", "r", "--member-external-id", secrets[5]])
+            .expect("onboarding parses");
+        for parsed in [run, api, onboarding] {
+            let shown = format!("{parsed:?} {parsed:#?}");
+            for secret in secrets {
+                assert!(!shown.contains(secret), "{secret} shows in {shown}");
+            }
+            assert!(shown.contains("Secret(…)"), "{shown}");
+        }
+        assert_eq!(url_origin("https://u:p@hooks.example.com:8443/a/b?c=d"), "https://hooks.example.com:8443/…");
     }
 }

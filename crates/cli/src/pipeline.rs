@@ -17,6 +17,7 @@ use trailwatch_core::accounts::AccountDirectory;
 use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleConfig};
 use trailwatch_core::alerts::{AlertSink, AlertStore};
 use trailwatch_core::identity::{PendingConfig, PendingSet, Resolver, ResolverConfig};
+use trailwatch_core::integrity::{IntegrityAlerts, IntegrityChecker, IntegrityPorts, PublicKeys, SidecarSignatures};
 use trailwatch_core::memory::DiscardHistory;
 use trailwatch_core::rules::{LoadError, RuleSet, RuleSource};
 use trailwatch_core::stats::PipelineStats;
@@ -46,6 +47,33 @@ pub struct PipelineSetup {
     pub wake: Option<Arc<tokio::sync::Notify>>,
     /// Rules and alerts; None evaluates no rules.
     pub alerts: Option<AlertPorts>,
+    /// The digests' public keys (`--public-keys`); None checks no signatures.
+    pub public_keys: Option<PathBuf>,
+}
+
+/// The digest checker over the trail and the store: findings raise alerts
+/// when `alerts` is set.
+pub fn integrity(
+    source: Arc<DirSource>,
+    store: &Arc<SqliteStore>,
+    public_keys: Option<&Path>,
+    alerts: Option<&AlertPorts>,
+) -> anyhow::Result<Arc<IntegrityChecker>> {
+    let keys = match public_keys {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading the public keys file {}", path.display()))?;
+            PublicKeys::from_list_json(&text, &path.display().to_string())?
+        }
+        None => PublicKeys::none(),
+    };
+    let alert_store: Arc<dyn AlertStore> = store.clone();
+    Ok(Arc::new(IntegrityChecker::new(IntegrityPorts {
+        source: source.clone(),
+        signatures: Arc::new(SidecarSignatures::new(source)),
+        keys: Arc::new(keys),
+        store: store.clone(),
+        alerts: alerts.map(|a| IntegrityAlerts { lifecycle: a.lifecycle.clone(), store: alert_store }),
+    })))
 }
 
 /// Identity resolution over the store: sessions, the history fallback, and the pending set.
@@ -126,6 +154,7 @@ pub async fn run(
         anyhow::bail!("the trail directory {} does not exist or is not a directory", setup.trail.display());
     }
     let source = Arc::new(DirSource::new(&setup.trail));
+    let integrity = integrity(source.clone(), &store, setup.public_keys.as_deref(), setup.alerts.as_ref())?;
     // Messages in flight: a chunk holds at most 1000 events (about 3 MB with
     // its record), so memory stays bounded; the enricher fills its batches
     // while the previous one is written, so a short queue is enough.
@@ -144,7 +173,7 @@ pub async fn run(
     ));
     let collected = trailwatch_collector::run(
         CollectorConfig { workers: setup.workers, mode: setup.mode, prefix: setup.prefix, wake: setup.wake },
-        CollectorPorts { source, checkpoints: store.clone() },
+        CollectorPorts { source, checkpoints: store.clone(), integrity: Some(integrity) },
         tx,
         stats,
         shutdown,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use trailwatch_core::event::{FileBatch, FileOutcome, FileStatus};
+use trailwatch_core::integrity::IntegrityChecker;
 use trailwatch_core::layout::{classify, ObjectKind, TrailKey};
 use trailwatch_core::ports::{Checkpoints, LedgerEntry, LogSource, ObjectMeta, PortError};
 use trailwatch_core::stats::PipelineStats;
@@ -57,6 +58,9 @@ const MIN_SCAN_GAP: Duration = Duration::from_millis(50);
 pub struct CollectorPorts {
     pub source: Arc<dyn LogSource>,
     pub checkpoints: Arc<dyn Checkpoints>,
+    /// Checks each digest as it lands (signature, chain, listed files,
+    /// gaps); None records digests without checking them.
+    pub integrity: Option<Arc<IntegrityChecker>>,
 }
 
 /// A failure that stops the collector.
@@ -204,6 +208,14 @@ pub async fn collect_file(
 ) -> Option<(String, FileStatus)> {
     let location = ports.source.locate(&meta.key);
     let outcome = if key.kind == ObjectKind::Digest {
+        if let Some(checker) = &ports.integrity {
+            if let Err(e) = check_digest(checker, &meta, &key, &location).await {
+                // Recorded as failed, so the next scan checks it again.
+                warn!(object = %location, error = %e, "could not check the digest");
+                let outcome = failed_outcome(&meta, &key, format!("could not check the digest: {e}"));
+                return send_outcome(&tx, outcome).await;
+            }
+        }
         PipelineStats::add(&stats.digests, 1);
         FileOutcome {
             key: meta.key.clone(),
@@ -268,6 +280,17 @@ pub async fn collect_file(
         }
     };
     send_outcome(&tx, outcome).await
+}
+
+/// Checks one digest, logging each finding it opens once.
+async fn check_digest(checker: &IntegrityChecker, meta: &ObjectMeta, key: &TrailKey, location: &str) -> Result<(), PortError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let report = checker.check_digest(&meta.key, &key.account_id, &key.region, key.file_time, now).await?;
+    for finding in &report.opened {
+        warn!(object = %location, account_id = %finding.account_id, region = %finding.region, kind = finding.kind.as_str(), detail = %finding.detail, "trail integrity finding");
+    }
+    debug!(object = %location, files = report.files_checked, findings = report.findings.len(), resolved = report.alerts_resolved, "digest checked");
+    Ok(())
 }
 
 fn failed_outcome(meta: &ObjectMeta, key: &TrailKey, error: String) -> FileOutcome {

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod conformance;
 pub mod event;
 pub mod identity;
+pub mod integrity;
 pub mod layout;
 pub mod memory;
 pub mod model;

@@ -125,6 +125,13 @@ pub trait Checkpoints: Send + Sync {
     /// Ingest health: per account and region, the files of events (logs and
     /// insights, not digests) recorded. Accounts by id, regions by name.
     async fn activity(&self) -> Result<Vec<FileActivity>, PortError>;
+
+    /// The ledger against the digests: per account and region, the log files
+    /// the digests list, how many the ledger has seen, and what their check
+    /// found (see [`crate::integrity`]). Empty where digests are not checked.
+    async fn completeness(&self) -> Result<Vec<crate::integrity::Completeness>, PortError> {
+        Ok(Vec::new())
+    }
 }
 
 /// What the ledger knows of one account's files in one region.

@@ -21,7 +21,7 @@
 mod answer;
 mod catalog;
 mod delivery;
-mod digest;
+pub mod digest;
 mod identity;
 mod org;
 mod plan;
@@ -187,6 +187,7 @@ pub fn generate(config: &GenConfig, out: &Path, progress: &(dyn Fn(u64) + Sync))
     let accounts_path = out.join("accounts.json");
     let file = File::create(&accounts_path).map_err(io_error(&accounts_path))?;
     org.write_accounts_json(BufWriter::new(file)).map_err(io_error(&accounts_path))?;
+    digest::write_public_keys(out, &org)?;
 
     let threads = match config.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

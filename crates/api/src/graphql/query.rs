@@ -177,6 +177,37 @@ pub struct Health {
     /// Accounts (of the accounts file, or seen) with no event in the last `quietHours`.
     pub quiet_accounts: Vec<String>,
     pub quiet_hours: i32,
+    /// Completeness and integrity of the trail per account and region, from
+    /// its digest files (empty where digests are not checked).
+    pub completeness: Vec<TrailCompleteness>,
+}
+
+/// What the digest files of one account and region say about its trail.
+#[derive(SimpleObject)]
+pub struct TrailCompleteness {
+    pub account_id: String,
+    pub region: String,
+    /// Digest files checked.
+    pub digests: u64,
+    /// Log files the digests list.
+    pub files_listed: u64,
+    /// Of those, the ones the ledger has recorded.
+    pub files_seen: u64,
+    /// Listed files whose SHA-256 matched the digest's.
+    pub files_verified: u64,
+    /// Listed files not in the bucket.
+    pub files_missing: u64,
+    /// Listed files whose content differs from what the digest hashed.
+    pub files_mismatched: u64,
+    /// The newest digest whose signature verified (or was not checked) and
+    /// whose link to the previous digest held: `s3://bucket/key`.
+    pub last_verified_digest: Option<String>,
+    /// The end of that digest's hour.
+    pub last_verified_time: Option<DateTime>,
+    /// No broken link between digests and no hour without a digest.
+    pub chain_ok: bool,
+    /// Findings not cleared yet (each raised a `trail-integrity` alert).
+    pub open_findings: u64,
 }
 
 /// A session an origin started (the last hop of its events' chains) and where it acted.
@@ -361,6 +392,27 @@ impl QueryRoot {
             last.insert(a.account_id, a.last_event_time);
         }
         let quiet_accounts = last.into_iter().filter(|(_, t)| t.is_none_or(|t| t < cutoff)).map(|(id, _)| id).collect();
+        let completeness = d
+            .checkpoints
+            .completeness()
+            .await
+            .map_err(|e| port_error("reading trail completeness", &e))?
+            .into_iter()
+            .map(|c| TrailCompleteness {
+                account_id: c.account_id,
+                region: c.region,
+                digests: c.digests,
+                files_listed: c.files_listed,
+                files_seen: c.files_seen,
+                files_verified: c.files_verified,
+                files_missing: c.files_missing,
+                files_mismatched: c.files_mismatched,
+                last_verified_digest: c.last_verified_digest,
+                last_verified_time: c.last_verified_end.map(DateTime),
+                chain_ok: c.chain_ok,
+                open_findings: c.open_findings,
+            })
+            .collect();
         Ok(Health {
             files,
             events: summary.events,
@@ -369,6 +421,7 @@ impl QueryRoot {
             deliveries_outstanding: deliveries,
             quiet_accounts,
             quiet_hours,
+            completeness,
         })
     }
 

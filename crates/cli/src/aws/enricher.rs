@@ -279,7 +279,7 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
         shutdown.clone(),
     ));
 
-    let ports = CollectorPorts { source, checkpoints: ledger.clone() };
+    let ports = CollectorPorts { source, checkpoints: ledger.clone(), integrity: None };
     let visibility = Duration::from_secs(args.queue.visibility_seconds);
     let wait = Duration::from_secs(args.queue.wait_seconds);
     let permits = Arc::new(Semaphore::new(usize::from(args.queue.workers)));

@@ -66,6 +66,7 @@ pub async fn ingest_once(
         history: !options.no_history,
         wake: None,
         alerts: alerting.map(|a| a.ports.clone()),
+        public_keys: options.public_keys.clone(),
     };
     let result = pipeline::run(setup, store.clone(), identity.clone(), stats.clone(), shutdown).await;
     ticker.cancel();

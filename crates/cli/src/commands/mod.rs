@@ -23,7 +23,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         None => {
             run::run(RunArgs {
                 data: DataArgs { data: "trailwatch-data".into() },
-                pipeline: PipelineArgs { trail: None, prefix: String::new(), workers: None, no_identity: false, no_history: false },
+                pipeline: PipelineArgs { trail: None, prefix: String::new(), workers: None, no_identity: false, no_history: false, public_keys: None },
                 alerts: AlertArgs::default(),
                 api: ApiOptions::default(),
                 no_api: false,

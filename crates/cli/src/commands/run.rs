@@ -22,7 +22,7 @@ use crate::cli::RunArgs;
 use crate::pipeline::{self, Alerting, PipelineSetup};
 use crate::summary::thousands;
 
-pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: RunArgs) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_on_signal();
     let data = args.data.data;
     let (trail, demo) = match args.pipeline.trail.clone() {
@@ -39,6 +39,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             (trail, true)
         }
     };
+    // The demo trail's own digest key (a demo generated before digests were signed has none).
+    let demo_keys = trail.join(trailwatch_gen::digest::PUBLIC_KEYS_FILE);
+    if demo && args.pipeline.public_keys.is_none() && demo_keys.is_file() {
+        args.pipeline.public_keys = Some(demo_keys);
+    }
     let store = pipeline::open_store(&data)?;
     println!("reading {} into {}", trail.display(), pipeline::database_path(&data).display());
     let stats = Arc::new(PipelineStats::default());
@@ -90,6 +95,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         history: !args.pipeline.no_history,
         wake: Some(wake),
         alerts: alerting.as_ref().map(|a| a.ports.clone()),
+        public_keys: args.pipeline.public_keys.clone(),
     };
     let stats = Arc::new(PipelineStats::default());
     pipeline::run(setup, store, identity, stats.clone(), shutdown).await?;

@@ -8,5 +8,6 @@ mod bad_input;
 mod harness;
 mod identity;
 mod ingest;
+mod integrity;
 mod onboarding;
 mod run;

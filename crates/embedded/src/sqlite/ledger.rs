@@ -176,6 +176,10 @@ fn rejected(conn: &Connection, key: &str) -> rusqlite::Result<Vec<RejectedRecord
 
 #[async_trait]
 impl Checkpoints for SqliteStore {
+    async fn completeness(&self) -> Result<Vec<trailwatch_core::integrity::Completeness>, PortError> {
+        trailwatch_core::integrity::IntegrityStore::completeness(self).await
+    }
+
     async fn lookup(&self, keys: &[String]) -> Result<HashMap<String, LedgerEntry>, PortError> {
         if keys.is_empty() {
             return Ok(HashMap::new());

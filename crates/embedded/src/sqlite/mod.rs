@@ -29,6 +29,7 @@ mod alerts;
 mod archive;
 mod documents;
 mod history;
+mod integrity;
 mod ledger;
 mod pending;
 pub mod schema;

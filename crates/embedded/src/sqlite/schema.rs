@@ -330,8 +330,54 @@ INSERT INTO event_regions (account_id, region, last_event_time)
 ALTER TABLE objects ADD COLUMN file_time INTEGER;      -- ms since the epoch, from the key
 ";
 
+/// Digest verification (log file integrity): each checked digest, each log
+/// file a digest lists with how it compared, and the findings, open until a
+/// later check clears them.
+const INTEGRITY: &str = "
+CREATE TABLE integrity_digests (
+    key          TEXT    PRIMARY KEY,
+    location     TEXT    NOT NULL,          -- s3://bucket/key as the digest names itself
+    account_id   TEXT    NOT NULL,
+    region       TEXT    NOT NULL,
+    start_time   INTEGER NOT NULL,          -- ms since the epoch
+    end_time     INTEGER NOT NULL,
+    fingerprint  TEXT,
+    signature    TEXT    NOT NULL,          -- valid, not-checked, or a finding kind
+    chain_ok     INTEGER NOT NULL,
+    files        INTEGER NOT NULL,
+    checked_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX integrity_digests_span ON integrity_digests (account_id, region, start_time);
+
+CREATE TABLE integrity_files (
+    key             TEXT PRIMARY KEY,
+    digest_key      TEXT NOT NULL,
+    account_id      TEXT NOT NULL,
+    region          TEXT NOT NULL,
+    expected_sha256 TEXT NOT NULL,
+    state           TEXT NOT NULL,          -- verified, missing, mismatched
+    actual_sha256   TEXT
+) WITHOUT ROWID;
+CREATE INDEX integrity_files_digest ON integrity_files (digest_key);
+CREATE INDEX integrity_files_problems ON integrity_files (account_id, region) WHERE state <> 'verified';
+
+CREATE TABLE integrity_findings (
+    kind        TEXT    NOT NULL,           -- FindingKind::as_str
+    subject     TEXT    NOT NULL,           -- digest key, log file key, or gap
+    account_id  TEXT    NOT NULL,
+    region      TEXT    NOT NULL,
+    digest      TEXT    NOT NULL,           -- s3://bucket/key of the digest
+    detail      TEXT    NOT NULL,
+    at          INTEGER NOT NULL,           -- trail time
+    opened_at   INTEGER NOT NULL,           -- wall clock
+    cleared_at  INTEGER,                    -- NULL while open
+    PRIMARY KEY (kind, subject)
+) WITHOUT ROWID;
+CREATE INDEX integrity_findings_open ON integrity_findings (account_id, region) WHERE cleared_at IS NULL;
+";
+
 /// The migration steps, in order: a database at version `n` has had the first `n`.
-pub const MIGRATIONS: &[&str] = &[LEDGER, HISTORY, COUNTERS, IDENTITY, SESSIONS, PENDING, ARRIVAL_BUCKETS, ALERTS, SEARCH];
+pub const MIGRATIONS: &[&str] = &[LEDGER, HISTORY, COUNTERS, IDENTITY, SESSIONS, PENDING, ARRIVAL_BUCKETS, ALERTS, SEARCH, INTEGRITY];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

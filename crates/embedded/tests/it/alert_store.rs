@@ -96,7 +96,8 @@ async fn a_version_7_database_gains_the_alert_tables_and_keeps_its_data() {
         let conn = rusqlite::Connection::open(&path).expect("open");
         conn.execute_batch(
             "DROP TABLE alert_outbox; DROP TABLE alert_transitions; DROP TABLE alerts; DELETE FROM sqlite_sequence WHERE name = 'alert_outbox';
-             DROP INDEX events_origin; DROP TABLE event_regions; ALTER TABLE objects DROP COLUMN file_time;",
+             DROP INDEX events_origin; DROP TABLE event_regions; ALTER TABLE objects DROP COLUMN file_time;
+             DROP TABLE integrity_digests; DROP TABLE integrity_files; DROP TABLE integrity_findings;",
         )
         .expect("drop what came after version 7");
         conn.pragma_update(None, "user_version", 7).expect("version 7");

@@ -8,6 +8,7 @@ mod alert_store;
 mod conformance;
 mod dir_source;
 mod identity_stores;
+mod integrity;
 mod search;
 mod sinks;
 mod sqlite_store;

@@ -66,6 +66,12 @@ impl Trail {
     }
 }
 
+/// Whether a file is an object of the trail: under `AWSLogs/`, and not a
+/// hidden file (the digests' signature sidecars), as a trail listing sees it.
+fn is_object(key: &str) -> bool {
+    key.starts_with("AWSLogs/") && !key.rsplit('/').next().is_some_and(|name| name.starts_with('.'))
+}
+
 pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -107,7 +113,7 @@ pub fn count_records(dir: &Path) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for path in files {
         let key = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-        if !key.starts_with("AWSLogs/") {
+        if !is_object(&key) {
             continue;
         }
         let trail_key = classify(&key).unwrap_or_else(|e| panic!("{key}: {e}"));
@@ -129,7 +135,7 @@ pub fn for_each_record(dir: &Path, mut f: impl FnMut(&Value)) {
     files.sort();
     for path in files {
         let key = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-        if !key.starts_with("AWSLogs/") || classify(&key).unwrap().kind != ObjectKind::Log {
+        if !is_object(&key) || classify(&key).unwrap().kind != ObjectKind::Log {
             continue;
         }
         let json = gunzip(&path);
@@ -153,7 +159,7 @@ fn load(config: GenConfig) -> Trail {
     let (mut logs, mut digests) = (Vec::new(), Vec::new());
     for path in files {
         let key = path.strip_prefix(dir.path()).unwrap().to_string_lossy().into_owned();
-        if !key.starts_with("AWSLogs/") {
+        if !is_object(&key) {
             continue;
         }
         let trail_key = classify(&key).unwrap_or_else(|e| panic!("{key}: {e}"));

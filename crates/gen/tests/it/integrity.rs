@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use sha2::{Digest, Sha256};
+use trailwatch_core::integrity::digest::signing_string;
+use trailwatch_core::integrity::{sidecar_key, PublicKeys, SignatureCheck};
 use trailwatch_core::layout::ObjectKind;
 use trailwatch_core::time::parse_utc;
 
@@ -52,13 +54,30 @@ fn digests_list_exactly_the_log_files_of_their_hour() {
     let logs: BTreeMap<&str, &crate::fixture::Log> = t.logs.iter().map(|l| (l.key.as_str(), l)).collect();
     let mut listed = HashSet::new();
     let mut chains: BTreeMap<(&str, &str), Vec<&crate::fixture::DigestFile>> = BTreeMap::new();
+    let keys_file = std::fs::read_to_string(t.dir.path().join(".public-keys.json")).expect("the generator writes its public key");
+    let keys = PublicKeys::from_list_json(&keys_file, ".public-keys.json").unwrap();
+    let mut signatures = BTreeMap::new();
     for d in &t.digests {
         assert_eq!(d.trail_key.kind, ObjectKind::Digest);
         let v = &d.value;
         assert_eq!(v["awsAccountId"], d.trail_key.account_id.as_str());
         assert_eq!(v["digestS3Object"], d.key.as_str());
         assert_eq!(v["digestSignatureAlgorithm"], "SHA256withRSA");
-        assert!(v["previousDigestSignature"].is_null(), "no fake signatures");
+        let signature = std::fs::read_to_string(t.dir.path().join(sidecar_key(&d.key))).unwrap_or_else(|e| panic!("{}: its signature sidecar: {e}", d.key));
+        let message = signing_string(
+            v["digestEndTime"].as_str().unwrap(),
+            v["digestS3Bucket"].as_str().unwrap(),
+            &d.key,
+            &hex(&Sha256::digest(&d.json)),
+            v["previousDigestSignature"].as_str(),
+        );
+        assert_eq!(
+            keys.check(v["digestPublicKeyFingerprint"].as_str(), &message, Some(&signature)),
+            SignatureCheck::Valid,
+            "{} verifies with the trail's public key",
+            d.key
+        );
+        signatures.insert(d.key.as_str(), signature);
         let (start, end) = (parse_utc(v["digestStartTime"].as_str().unwrap()).unwrap(), parse_utc(v["digestEndTime"].as_str().unwrap()).unwrap());
         assert_eq!(end - start, 3_600_000);
         assert_eq!(end, d.trail_key.file_time, "named after its end");
@@ -88,12 +107,14 @@ fn digests_list_exactly_the_log_files_of_their_hour() {
     for chain in chains.values_mut() {
         chain.sort_by_key(|d| d.trail_key.file_time);
         assert!(chain[0].value["previousDigestS3Object"].is_null() && chain[0].value["previousDigestHashValue"].is_null());
+        assert!(chain[0].value["previousDigestSignature"].is_null(), "the first digest of a chain has no previous signature");
         for pair in chain.windows(2) {
             let (previous, next) = (pair[0], pair[1]);
             assert_eq!(next.trail_key.file_time - previous.trail_key.file_time, 3_600_000, "hourly, empty hours included");
             assert_eq!(next.value["previousDigestS3Object"], previous.key.as_str());
             assert_eq!(next.value["previousDigestHashValue"], hex(&Sha256::digest(&previous.json)));
             assert_eq!(next.value["previousDigestHashAlgorithm"], "SHA-256");
+            assert_eq!(next.value["previousDigestSignature"].as_str(), signatures.get(previous.key.as_str()).map(String::as_str), "chained by signature");
         }
     }
 }

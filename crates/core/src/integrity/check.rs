@@ -1,0 +1,404 @@
+//! Checking one digest, and settling what it changes (see the module's doc).
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest as _, Sha256};
+
+use super::keys::{hex_encode, PublicKeys, SignatureCheck};
+use super::{DigestFile, DigestRecord, FileState, Finding, FindingKind, IntegrityStore, ListedFile, SignatureSource};
+use crate::alerts::{AlertStatus, AlertStore, Detection, EventRef, Lifecycle};
+use crate::ports::{LogSource, PortError};
+use crate::time::{format_utc, EpochMillis};
+
+/// The built-in alert's rule id.
+pub const RULE_ID: &str = "trail-integrity";
+/// Who resolves an integrity alert when its findings clear.
+pub const CHECKER_NAME: &str = "integrity check";
+const TITLE: &str = "CloudTrail log tampering or loss";
+const HOUR: EpochMillis = 3_600_000;
+/// A digest starting later than this after the previous one ended leaves a gap.
+const GAP_TOLERANCE: EpochMillis = 5 * 60_000;
+/// The largest digest file read (uncompressed).
+const MAX_DIGEST_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The alert side: the lifecycle that raises, and the store it keeps alerts in.
+#[derive(Clone)]
+pub struct IntegrityAlerts {
+    pub lifecycle: Arc<Lifecycle>,
+    pub store: Arc<dyn AlertStore>,
+}
+
+/// What the checker reads and writes.
+#[derive(Clone)]
+pub struct IntegrityPorts {
+    pub source: Arc<dyn LogSource>,
+    pub signatures: Arc<dyn SignatureSource>,
+    pub keys: Arc<PublicKeys>,
+    pub store: Arc<dyn IntegrityStore>,
+    /// None: findings are kept, no alert is raised.
+    pub alerts: Option<IntegrityAlerts>,
+}
+
+/// What checking one digest found and changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The findings of the digest itself and its files.
+    pub findings: Vec<Finding>,
+    /// Findings opened by this check (the digest's, files found again, gaps).
+    pub opened: Vec<Finding>,
+    /// Log files hashed.
+    pub files_checked: u64,
+    /// Alerts resolved because their findings cleared.
+    pub alerts_resolved: u64,
+}
+
+/// Checks digests as they land (see the module's doc). One per process:
+/// settling findings and alerts is serialized, so a check that clears a
+/// kind never resolves an alert another check is just raising.
+pub struct IntegrityChecker {
+    ports: IntegrityPorts,
+    settle: tokio::sync::Mutex<()>,
+}
+
+/// A fetched object: the hex SHA-256 of its uncompressed content, and the content if asked for.
+struct Fetched {
+    sha256: String,
+    content: Option<Vec<u8>>,
+}
+
+impl IntegrityChecker {
+    pub fn new(ports: IntegrityPorts) -> Self {
+        IntegrityChecker { ports, settle: tokio::sync::Mutex::new(()) }
+    }
+
+    pub fn ports(&self) -> &IntegrityPorts {
+        &self.ports
+    }
+
+    /// Reads an object and hashes its uncompressed content; None when it does not exist.
+    async fn fetch(&self, key: &str, keep: bool) -> Result<Option<Fetched>, PortError> {
+        let body = match self.ports.source.open(key).await {
+            Ok(body) => body,
+            Err(PortError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let what = self.ports.source.locate(key);
+        let hashed = tokio::task::spawn_blocking(move || hash_body(body, keep)).await;
+        match hashed {
+            Ok(Ok(fetched)) => Ok(Some(fetched)),
+            Ok(Err(e)) => Err(PortError::backend(what, format!("reading: {e}"), true)),
+            Err(e) => Err(PortError::backend(what, format!("hashing stopped: {e}"), false)),
+        }
+    }
+
+    /// How the log file at `key` compares with the hash a digest recorded
+    /// (and its own hash when it differs).
+    async fn compare(&self, key: &str, expected: &str) -> Result<(FileState, Option<String>), PortError> {
+        Ok(match self.fetch(key, false).await? {
+            None => (FileState::Missing, None),
+            Some(f) if f.sha256.eq_ignore_ascii_case(expected) => (FileState::Verified, None),
+            Some(f) => (FileState::Mismatched, Some(f.sha256)),
+        })
+    }
+
+    /// Checks the digest at `key` (of `account_id` and `region`, its file
+    /// time `file_time`), records what it found, and settles findings and
+    /// alerts. A digest that is gone by now is left alone.
+    pub async fn check_digest(&self, key: &str, account_id: &str, region: &str, file_time: EpochMillis, now: EpochMillis) -> Result<CheckReport, PortError> {
+        let Some(fetched) = self.fetch(key, true).await? else {
+            return Ok(CheckReport::default());
+        };
+        let content = fetched.content.unwrap_or_default();
+        let mut report = CheckReport::default();
+        let mut checked: Vec<(FindingKind, String)> = FindingKind::OF_DIGEST.iter().map(|k| (*k, key.to_owned())).collect();
+        let finding = |kind, location: &str, detail: String, at| Finding {
+            kind,
+            account_id: account_id.to_owned(),
+            region: region.to_owned(),
+            subject: key.to_owned(),
+            digest: location.to_owned(),
+            detail,
+            at,
+        };
+        let parsed = DigestFile::parse(&content).and_then(|d| Ok((d.start()?, d.end()?, d)));
+        let (start, end, digest) = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let location = self.ports.source.locate(key);
+                report.findings.push(finding(FindingKind::DigestUnreadable, &location, e.to_string(), file_time));
+                let record = DigestRecord {
+                    key: key.to_owned(),
+                    location: location.clone(),
+                    account_id: account_id.to_owned(),
+                    region: region.to_owned(),
+                    start: file_time - HOUR,
+                    end: file_time,
+                    fingerprint: None,
+                    signature: FindingKind::DigestUnreadable.as_str().to_owned(),
+                    chain_ok: false,
+                    files: 0,
+                    checked_at: now,
+                };
+                self.ports.store.record_digest(record, vec![]).await?;
+                return self.settle(account_id, region, checked, report, now).await;
+            }
+        };
+        let location = digest.location();
+        let wrong_place = digest.digest_s3_object != key || digest.aws_account_id != account_id;
+
+        // The signature.
+        let signature = self.ports.signatures.signature(key).await?;
+        let check = self.ports.keys.check(digest.fingerprint(), &digest.signing_string(&fetched.sha256), signature.as_deref());
+        let signature_state = match &check {
+            SignatureCheck::Valid => "valid".to_owned(),
+            SignatureCheck::NotChecked => "not-checked".to_owned(),
+            SignatureCheck::Missing => {
+                report.findings.push(finding(FindingKind::SignatureMissing, &location, "the digest carries no signature".into(), end));
+                FindingKind::SignatureMissing.as_str().to_owned()
+            }
+            SignatureCheck::UnknownKey(fingerprint) => {
+                let detail = match fingerprint {
+                    Some(f) => format!("signed with key {f}, which is not among the public keys"),
+                    None => "the digest names no public key".to_owned(),
+                };
+                report.findings.push(finding(FindingKind::UnknownKey, &location, detail, end));
+                FindingKind::UnknownKey.as_str().to_owned()
+            }
+            SignatureCheck::Invalid(why) => {
+                report.findings.push(finding(FindingKind::SignatureInvalid, &location, why.clone(), end));
+                FindingKind::SignatureInvalid.as_str().to_owned()
+            }
+        };
+        if wrong_place {
+            let detail = format!(
+                "the digest says it is s3://{}/{} of account {}, but it was found at {key}",
+                digest.digest_s3_bucket, digest.digest_s3_object, digest.aws_account_id
+            );
+            report.findings.push(finding(FindingKind::SignatureInvalid, &location, detail, end));
+        }
+
+        // The link to the previous digest.
+        let mut chain_ok = true;
+        if let Some(previous) = digest.previous_digest_s3_object.as_deref().filter(|p| !p.is_empty()) {
+            let bucket = digest.previous_digest_s3_bucket.as_deref().unwrap_or(&digest.digest_s3_bucket);
+            let expected = digest.previous_digest_hash_value.as_deref().unwrap_or_default();
+            let problem = match self.fetch(previous, false).await? {
+                None => Some(format!("the previous digest s3://{bucket}/{previous} is missing")),
+                Some(p) if !p.sha256.eq_ignore_ascii_case(expected) => {
+                    Some(format!("the previous digest s3://{bucket}/{previous} has SHA-256 {}, this digest recorded {expected}", p.sha256))
+                }
+                Some(_) => None,
+            };
+            if let Some(detail) = problem {
+                chain_ok = false;
+                report.findings.push(finding(FindingKind::ChainBroken, &location, detail, end));
+            }
+        }
+
+        // The log files it lists.
+        let mut files = Vec::with_capacity(digest.log_files.len());
+        for listed in &digest.log_files {
+            let (state, actual) = self.compare(&listed.s3_object, &listed.hash_value).await?;
+            report.files_checked += 1;
+            checked.extend(FindingKind::OF_FILE.iter().map(|k| (*k, listed.s3_object.clone())));
+            let file = ListedFile {
+                key: listed.s3_object.clone(),
+                digest_key: key.to_owned(),
+                account_id: account_id.to_owned(),
+                region: region.to_owned(),
+                expected_sha256: listed.hash_value.to_ascii_lowercase(),
+                state,
+                actual_sha256: actual,
+            };
+            if let Some(f) = file_finding(&file, &location, end) {
+                report.findings.push(f);
+            }
+            files.push(file);
+        }
+        let record = DigestRecord {
+            key: key.to_owned(),
+            location: location.clone(),
+            account_id: account_id.to_owned(),
+            region: region.to_owned(),
+            start,
+            end,
+            fingerprint: digest.fingerprint().map(str::to_owned),
+            signature: signature_state,
+            chain_ok,
+            files: files.len() as u64,
+            checked_at: now,
+        };
+        self.ports.store.record_digest(record, files).await?;
+        self.settle(account_id, region, checked, report, now).await
+    }
+
+    /// Settles the digest's findings, looks again at the account and
+    /// region's problem files and gaps, and raises or resolves alerts.
+    async fn settle(
+        &self,
+        account_id: &str,
+        region: &str,
+        checked: Vec<(FindingKind, String)>,
+        mut report: CheckReport,
+        now: EpochMillis,
+    ) -> Result<CheckReport, PortError> {
+        let _serial = self.settle.lock().await;
+        let store = &self.ports.store;
+        report.opened = store.reconcile(account_id, region, checked, report.findings.clone(), now).await?;
+
+        // Files missing or different before: here now, or back to what was hashed?
+        let problems = store.problem_files(account_id, region).await?;
+        let mine: HashSet<&str> = report.findings.iter().map(|f| f.subject.as_str()).collect();
+        let mut again = Vec::new();
+        let mut found = Vec::new();
+        let mut rechecked = Vec::new();
+        for mut file in problems.into_iter().filter(|f| !mine.contains(f.key.as_str())) {
+            let (state, actual) = self.compare(&file.key, &file.expected_sha256).await?;
+            report.files_checked += 1;
+            rechecked.extend(FindingKind::OF_FILE.iter().map(|k| (*k, file.key.clone())));
+            file.state = state;
+            file.actual_sha256 = actual;
+            if let Some(f) = file_finding(&file, &file.digest_key, now) {
+                found.push(f);
+            }
+            again.push(file);
+        }
+        if !again.is_empty() {
+            // Keep the digest location and time the finding was first raised with.
+            let open = store.open_findings(Some(account_id), Some(region)).await?;
+            for f in &mut found {
+                if let Some(before) = open.iter().find(|o| o.subject == f.subject) {
+                    f.digest.clone_from(&before.digest);
+                    f.at = before.at;
+                }
+            }
+            store.update_files(again).await?;
+            report.opened.extend(store.reconcile(account_id, region, rechecked, found, now).await?);
+        }
+
+        // Hours without a digest between the first and the last.
+        let spans = store.digest_spans(account_id, region).await?;
+        let mut gaps = Vec::new();
+        for pair in spans.windows(2) {
+            let ((_, _, prev_end), (next_location, next_start, _)) = (&pair[0], &pair[1]);
+            if *next_start > prev_end + GAP_TOLERANCE {
+                let hours = (next_start - prev_end + HOUR / 2) / HOUR;
+                gaps.push(Finding {
+                    kind: FindingKind::DigestGap,
+                    account_id: account_id.to_owned(),
+                    region: region.to_owned(),
+                    subject: format!("{account_id}/{region}/{}", format_utc(*prev_end)),
+                    digest: next_location.clone(),
+                    detail: format!("no digest from {} to {} (about {hours} h)", format_utc(*prev_end), format_utc(*next_start)),
+                    at: *next_start,
+                });
+            }
+        }
+        let open_gaps: Vec<(FindingKind, String)> = store
+            .open_findings(Some(account_id), Some(region))
+            .await?
+            .into_iter()
+            .filter(|f| f.kind == FindingKind::DigestGap)
+            .map(|f| (f.kind, f.subject))
+            .chain(gaps.iter().map(|g| (g.kind, g.subject.clone())))
+            .collect();
+        report.opened.extend(store.reconcile(account_id, region, open_gaps, gaps, now).await?);
+
+        if let Some(alerts) = &self.ports.alerts {
+            report.alerts_resolved = self.raise(alerts, account_id, region, &report.opened, now).await?;
+        }
+        Ok(report)
+    }
+
+    /// Raises the opened findings; resolves the alerts of kinds with no open finding left.
+    async fn raise(&self, alerts: &IntegrityAlerts, account_id: &str, region: &str, opened: &[Finding], now: EpochMillis) -> Result<u64, PortError> {
+        let detections: Vec<Detection> = opened.iter().map(|f| detection(f, now)).collect();
+        alerts.lifecycle.apply(&detections, now).await?;
+        let still_open: BTreeSet<FindingKind> = self.ports.store.open_findings(Some(account_id), Some(region)).await?.into_iter().map(|f| f.kind).collect();
+        let cleared: Vec<String> = FindingKind::ALL.iter().filter(|k| !still_open.contains(k)).map(|k| dedup_key(account_id, region, *k)).collect();
+        let mut resolved = 0;
+        for alert in alerts.store.current(&cleared).await?.into_values().filter(|a| a.status != AlertStatus::Resolved) {
+            let note = format!("every finding of this kind in {account_id} {region} cleared at the last check");
+            match alerts.lifecycle.resolve(&alert.id, CHECKER_NAME, Some(&note), now).await {
+                Ok(_) => resolved += 1,
+                // Resolved meanwhile (by a person): nothing left to do.
+                Err(PortError::Invalid { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(resolved)
+    }
+}
+
+/// The finding of a listed file that did not verify.
+fn file_finding(file: &ListedFile, digest_location: &str, at: EpochMillis) -> Option<Finding> {
+    let (kind, detail) = match file.state {
+        FileState::Verified => return None,
+        FileState::Missing => (FindingKind::LogFileMissing, format!("log file {} is listed but not in the bucket", file.key)),
+        FileState::Mismatched => (
+            FindingKind::LogFileMismatch,
+            format!("log file {} has SHA-256 {}, the digest recorded {}", file.key, file.actual_sha256.as_deref().unwrap_or("?"), file.expected_sha256),
+        ),
+    };
+    Some(Finding {
+        kind,
+        account_id: file.account_id.clone(),
+        region: file.region.clone(),
+        subject: file.key.clone(),
+        digest: digest_location.to_owned(),
+        detail,
+        at,
+    })
+}
+
+/// The dedup key of the integrity alert of one account, region and kind.
+pub fn dedup_key(account_id: &str, region: &str, kind: FindingKind) -> String {
+    format!("{RULE_ID}:{account_id}:{region}:{}", kind.as_str())
+}
+
+fn detection(f: &Finding, now: EpochMillis) -> Detection {
+    Detection {
+        rule_id: RULE_ID.into(),
+        title: TITLE.into(),
+        severity: f.kind.severity(),
+        dedup_key: dedup_key(&f.account_id, &f.region, f.kind),
+        group: vec![("account".into(), f.account_id.clone()), ("region".into(), f.region.clone()), ("finding".into(), f.kind.as_str().into())],
+        // Not a CloudTrail event: the finding, named so it opens one alert
+        // each time it is found anew.
+        event: EventRef { account_id: f.account_id.clone(), event_id: format!("{}:{}@{now}", f.kind.as_str(), f.subject), event_time: f.at },
+        account_alias: None,
+        summary: f.describe(),
+        origin: None,
+        resolve_after_ms: None,
+        notify_every_ms: 0,
+    }
+}
+
+/// Hashes a body's uncompressed content (gzip or plain), keeping it if asked.
+fn hash_body(body: crate::ports::ObjectBody, keep: bool) -> std::io::Result<Fetched> {
+    let mut reader = BufReader::new(body);
+    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let mut inner: Box<dyn Read> = if gzip { Box::new(MultiGzDecoder::new(reader)) } else { Box::new(reader) };
+    let mut hasher = Sha256::new();
+    let mut content = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = inner.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        if keep {
+            if total > MAX_DIGEST_BYTES {
+                return Err(std::io::Error::other(format!("a digest larger than {MAX_DIGEST_BYTES} bytes")));
+            }
+            content.extend_from_slice(&buf[..n]);
+        }
+    }
+    Ok(Fetched { sha256: hex_encode(&hasher.finalize()), content: keep.then_some(content) })
+}

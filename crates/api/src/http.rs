@@ -10,8 +10,12 @@
 //! | `GET /readyz` | the store answers |
 //! | `GET /metrics` | Prometheus text |
 //!
-//! Every GraphQL route needs `Authorization: Bearer <token>`: without one, or
-//! with a wrong one, the answer is 401 with no data. A WebSocket client that
+//! Every GraphQL route needs `Authorization: Bearer <token>`: without one,
+//! with a wrong, expired or revoked one, or a malformed header, the answer is
+//! the same 401 with no data (the server's log says which, naming an expired
+//! token by its name, never a token). The token is checked before the body
+//! is looked at; then a body over the limit gets 413, a JSON array (a batch)
+//! 400, each with a GraphQL-shaped error saying so. A WebSocket client that
 //! cannot set headers sends `{"authorization": "Bearer …"}` as the
 //! `connection_init` payload instead; a wrong one there closes the socket
 //! (code 1002, "unauthorized": async-graphql's close for a refused init).
@@ -24,6 +28,7 @@ use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{Data, ErrorExtensions};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -32,7 +37,7 @@ use axum::Router;
 use tower_http::timeout::TimeoutLayer;
 use trailwatch_core::ports::HistoryStore;
 
-use crate::auth::{Principal, Tokens};
+use crate::auth::{Principal, Refusal, Tokens};
 use crate::metrics::Metrics;
 use crate::{schema, ApiDeps, ApiSchema, Limits};
 
@@ -95,11 +100,32 @@ fn unauthorized() -> Response {
 }
 
 fn authenticate(state: &ApiState, headers: &HeaderMap) -> Option<Principal> {
-    let principal = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| state.tokens.verify_header(v));
-    if principal.is_none() {
-        state.metrics.unauthorized();
+    let value = headers.get(header::AUTHORIZATION).map(|v| v.to_str().map_err(|_| Refusal::Malformed));
+    let checked = match value {
+        None => Err(None),
+        Some(Ok(value)) => state.tokens.check_header(value, crate::now_ms()).map_err(Some),
+        Some(Err(refusal)) => Err(Some(refusal)),
+    };
+    match checked {
+        Ok(principal) => Some(principal),
+        Err(refusal) => {
+            refused(state, refusal);
+            None
+        }
     }
-    principal
+}
+
+/// Counts and logs a refused token: the name of an expired one, never a token.
+fn refused(state: &ApiState, refusal: Option<Refusal>) {
+    state.metrics.unauthorized();
+    match refusal {
+        None => tracing::debug!("api.unauthorized: no Authorization header"),
+        Some(Refusal::Malformed) => tracing::debug!("api.unauthorized: a malformed Authorization header"),
+        Some(Refusal::Unknown) => tracing::info!("api.unauthorized: an unknown or revoked token"),
+        Some(Refusal::Expired { name, at }) => {
+            tracing::info!(token = %name, expired = %trailwatch_core::time::format_utc(at), "api.unauthorized: an expired token")
+        }
+    }
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
@@ -137,8 +163,20 @@ fn operation_name(request: &mut async_graphql::Request) -> Option<String> {
     }
 }
 
-async fn graphql_post(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn graphql_post(State(state): State<ApiState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    // Authentication first: who has no token learns nothing, not even that a body is too large.
     let Some(principal) = authenticate(&state, &headers) else { return unauthorized() };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let message = format!("the request body is larger than {} bytes", state.limits.body_bytes);
+            return request_error(StatusCode::PAYLOAD_TOO_LARGE, &message);
+        }
+        Err(rejection) => return request_error(rejection.status(), "the request body could not be read"),
+    };
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return request_error(StatusCode::BAD_REQUEST, "batched requests are not accepted: send one operation per request");
+    }
     match serde_json::from_slice::<async_graphql::Request>(&body) {
         Ok(request) => execute(&state, principal, request).await,
         Err(_) => request_error(StatusCode::BAD_REQUEST, "the body is not a GraphQL request: {\"query\": …, \"variables\": …}"),
@@ -200,18 +238,21 @@ async fn graphql_ws(State(state): State<ApiState>, headers: HeaderMap, request: 
 
 /// The data of an authenticated WebSocket connection: its principal.
 pub(crate) fn connection_init(state: &ApiState, from_header: Option<Principal>, payload: serde_json::Value) -> async_graphql::Result<Data> {
-    let principal = from_header.or_else(|| {
-        let value = payload.get("authorization").or_else(|| payload.get("Authorization")).and_then(|v| v.as_str())?;
-        state.tokens.verify_header(value)
-    });
+    let principal = match from_header {
+        Some(p) => Ok(p),
+        None => match payload.get("authorization").or_else(|| payload.get("Authorization")).and_then(|v| v.as_str()) {
+            Some(value) => state.tokens.check_header(value, crate::now_ms()).map_err(Some),
+            None => Err(None),
+        },
+    };
     match principal {
-        Some(p) => {
+        Ok(p) => {
             let mut data = Data::default();
             data.insert(p);
             Ok(data)
         }
-        None => {
-            state.metrics.unauthorized();
+        Err(refusal) => {
+            refused(state, refusal);
             Err(async_graphql::Error::new("unauthorized").extend_with(|_, e| e.set("code", "UNAUTHENTICATED")))
         }
     }

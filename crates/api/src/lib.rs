@@ -14,6 +14,7 @@ pub mod auth;
 mod graphql;
 mod http;
 mod metrics;
+mod request_limits;
 mod sink;
 
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use trailwatch_core::ports::{Checkpoints, HistoryStore};
 use trailwatch_core::rules::RuleSet;
 
 pub use accounts::{Accounts, AliasStore, MemoryAliases};
-pub use auth::{generate_token, Principal, Role, TokenError, Tokens};
+pub use auth::{generate_token, Principal, Refusal, Role, TokenError, Tokens};
 pub use graphql::support::{DateTime, MAX_PAGE};
 pub use graphql::{MutationRoot, QueryRoot, SubscriptionRoot};
 pub use http::{app, ApiState, ExtraMetrics};
@@ -53,33 +54,61 @@ pub struct ApiDeps {
     pub limits: Limits,
 }
 
-/// What one request may cost.
+/// What one request may cost. Everything but `body_bytes` and `timeout` is
+/// checked on the parsed document before it runs (see `request_limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// Levels of nested fields.
     pub depth: usize,
+    /// async-graphql's cost: a connection costs `first` times its fields.
     pub complexity: usize,
+    /// Request body (413 past it).
     pub body_bytes: usize,
+    /// Time to answer (408 past it).
     pub timeout: Duration,
+    /// Operations in one document.
+    pub operations: usize,
+    /// Fields selected, every fragment spread expanded.
+    pub fields: usize,
+    /// Aliases, every fragment spread expanded: each alias of an expensive
+    /// field would run it again.
+    pub aliases: usize,
+    /// Directives on one field.
+    pub directives: usize,
+    /// The least role that may introspect the schema (`__schema`, `__type`;
+    /// GraphiQL needs it); `None`: nobody.
+    pub introspection: Option<Role>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { depth: 12, complexity: 5_000, body_bytes: 64 * 1024, timeout: Duration::from_secs(30) }
+        Limits {
+            depth: 12,
+            complexity: 5_000,
+            body_bytes: 64 * 1024,
+            timeout: Duration::from_secs(30),
+            operations: 10,
+            fields: 1_000,
+            aliases: 30,
+            directives: 8,
+            introspection: Some(Role::Viewer),
+        }
     }
 }
 
-/// The schema over `deps`, with its depth and complexity limits.
+/// The schema over `deps`, with its [`Limits`].
 pub fn schema(deps: Arc<ApiDeps>) -> ApiSchema {
     let events = DataLoader::new(graphql::EventLoader(deps.history.clone()), tokio::spawn);
     let transitions = DataLoader::new(graphql::TransitionLoader(deps.alerts.clone()), tokio::spawn);
-    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
-        .limit_depth(deps.limits.depth)
-        .limit_complexity(deps.limits.complexity)
-        .data(events)
-        .data(transitions)
-        .data(graphql::RuleTests::default())
-        .data(deps)
-        .finish()
+    let limits = deps.limits;
+    let builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+        .limit_depth(limits.depth)
+        .limit_complexity(limits.complexity)
+        .limit_directives(limits.directives)
+        .extension(request_limits::RequestLimits(limits));
+    // "Did you mean …?" would tell the schema to whoever may not introspect it.
+    let builder = if limits.introspection == Some(Role::Viewer) { builder } else { builder.disable_suggestions() };
+    builder.data(events).data(transitions).data(graphql::RuleTests::default()).data(deps).finish()
 }
 
 /// Wall-clock now, in milliseconds since the epoch.

@@ -78,7 +78,9 @@ impl AliasStore for FileAliases {
 }
 
 /// The tokens from the options; when none are configured, one `admin`
-/// token is generated and returned so it can be printed.
+/// token is generated and returned so it can be printed. The token file is
+/// watched: a line added, changed or removed takes effect within a second,
+/// without a restart (see `trailwatch_api::auth`).
 pub fn tokens(options: &ApiOptions) -> anyhow::Result<(Tokens, Option<String>)> {
     let mut tokens = Tokens::new();
     for spec in &options.tokens {
@@ -86,6 +88,7 @@ pub fn tokens(options: &ApiOptions) -> anyhow::Result<(Tokens, Option<String>)> 
     }
     if let Some(file) = &options.token_file {
         tokens.add_file(file).map_err(|e| anyhow::anyhow!("--token-file {}: {e}", file.display()))?;
+        tracing::info!(file = %file.display(), tokens = tokens.len(), "API tokens loaded; the file is watched for changes");
     }
     if !tokens.is_empty() {
         return Ok((tokens, None));

@@ -1,6 +1,6 @@
 //! The mutation root: what a person does. Each needs a role (see `auth`).
 
-use async_graphql::{Context, Object};
+use async_graphql::{Context, ErrorExtensions, Object};
 
 use super::query::AccountObj;
 use super::support::{bad_input, port_error};
@@ -9,8 +9,9 @@ use crate::auth::{Principal, Role, RoleGuard};
 
 pub struct MutationRoot;
 
+/// The caller (the guards already refused a request without one).
 fn who<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Principal> {
-    ctx.data::<Principal>()
+    ctx.data_opt::<Principal>().ok_or_else(|| async_graphql::Error::new("not authenticated").extend_with(|_, e| e.set("code", "UNAUTHENTICATED")))
 }
 
 #[Object]
@@ -20,7 +21,11 @@ impl MutationRoot {
     #[graphql(guard = "RoleGuard(Role::Responder)")]
     async fn acknowledge_alert(&self, ctx: &Context<'_>, id: String, note: Option<String>) -> async_graphql::Result<AlertObj> {
         let by = &who(ctx)?.name;
-        let alert = deps(ctx).lifecycle.acknowledge(&id, by, note.as_deref(), crate::now_ms()).await.map_err(|e| port_error("acknowledging an alert", &e))?;
+        let alert = deps(ctx)
+            .lifecycle
+            .acknowledge(&id, by, note.as_deref(), crate::now_ms())
+            .await
+            .map_err(|e| port_error(&format!("acknowledging alert {id:?}"), &e))?;
         tracing::info!(alert_id = %id, by = %by, "api.alert_acknowledged");
         Ok(AlertObj(alert))
     }
@@ -29,7 +34,8 @@ impl MutationRoot {
     #[graphql(guard = "RoleGuard(Role::Responder)")]
     async fn resolve_alert(&self, ctx: &Context<'_>, id: String, note: Option<String>) -> async_graphql::Result<AlertObj> {
         let by = &who(ctx)?.name;
-        let alert = deps(ctx).lifecycle.resolve(&id, by, note.as_deref(), crate::now_ms()).await.map_err(|e| port_error("resolving an alert", &e))?;
+        let alert =
+            deps(ctx).lifecycle.resolve(&id, by, note.as_deref(), crate::now_ms()).await.map_err(|e| port_error(&format!("resolving alert {id:?}"), &e))?;
         tracing::info!(alert_id = %id, by = %by, "api.alert_resolved");
         Ok(AlertObj(alert))
     }

@@ -73,20 +73,44 @@ pub fn bad_input(message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", "BAD_USER_INPUT"))
 }
 
-/// A port error as the client sees it: not found and invalid requests say
-/// so (their messages name only what the client asked for); backend
-/// failures are logged here with their detail and reach the client as a
-/// generic message with code `INTERNAL` (or `UNAVAILABLE` when retrying may help).
-pub fn port_error(doing: &str, err: &PortError) -> async_graphql::Error {
-    match err {
-        PortError::NotFound { what } => async_graphql::Error::new(format!("{what}: not found")).extend_with(|_, e| e.set("code", "NOT_FOUND")),
-        PortError::Invalid { what, message } => bad_input(format!("{what}: {message}")),
-        PortError::Backend { what, message, retryable } => {
-            tracing::error!(doing, what = %what, retryable, "api.store_error: {message}");
-            let code = if *retryable { "UNAVAILABLE" } else { "INTERNAL" };
-            async_graphql::Error::new(format!("the store failed while {doing}; the error is logged")).extend_with(move |_, e| e.set("code", code))
-        }
+/// An id that ties an error the client sees to the server's log line about it.
+pub fn correlation_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Unique within the process all the same.
+        bytes = (NEXT.fetch_add(1, Ordering::Relaxed) ^ crate::now_ms() as u64).to_be_bytes();
     }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A port error as the client sees it. Its text comes from the store (SQL,
+/// paths, table names, SDK dumps) and never reaches the client: it is logged
+/// here with a correlation id, and the client gets what it was doing, a code
+/// (`NOT_FOUND`, `BAD_USER_INPUT`, `UNAVAILABLE` when retrying may help,
+/// else `INTERNAL`) and the id (`correlationId`) to quote.
+pub fn port_error(doing: &str, err: &PortError) -> async_graphql::Error {
+    let id = correlation_id();
+    let (message, code) = match err {
+        PortError::NotFound { .. } => {
+            tracing::debug!(doing, error_id = %id, "api.not_found: {err}");
+            (format!("{doing}: not found"), "NOT_FOUND")
+        }
+        PortError::Invalid { .. } => {
+            tracing::warn!(doing, error_id = %id, "api.store_refused: {err}");
+            (format!("the store refused the request while {doing}; the error is logged with id {id}"), "BAD_USER_INPUT")
+        }
+        PortError::Backend { retryable, .. } => {
+            tracing::error!(doing, error_id = %id, retryable, "api.store_error: {err}");
+            let code = if *retryable { "UNAVAILABLE" } else { "INTERNAL" };
+            (format!("the store failed while {doing}; the error is logged with id {id}"), code)
+        }
+    };
+    async_graphql::Error::new(message).extend_with(move |_, e| {
+        e.set("code", code);
+        e.set("correlationId", id.as_str());
+    })
 }
 
 #[cfg(test)]
@@ -107,8 +131,18 @@ mod tests {
     }
 
     #[test]
-    fn backend_errors_do_not_leak() {
-        let err = port_error("listing alerts", &PortError::backend("sqlite /var/lib/tw.db", "SELECT * FROM alerts: disk I/O error", false));
-        assert!(!err.message.contains("sqlite") && !err.message.contains("SELECT"), "{}", err.message);
+    fn store_errors_do_not_leak() {
+        let errors = [
+            PortError::backend("sqlite /var/lib/tw.db", "SELECT * FROM alerts: disk I/O error", false),
+            PortError::Invalid { what: "dynamodb table tw-alerts".into(), message: "ValidationException: SELECT * FROM alerts".into() },
+            PortError::NotFound { what: "outstanding delivery 7 in /var/lib/tw.db".into() },
+        ];
+        for e in &errors {
+            let err = port_error("listing alerts", e);
+            assert!(!["sqlite", "SELECT", "/var/lib", "dynamodb", "delivery 7"].iter().any(|s| err.message.contains(s)), "{}", err.message);
+            assert!(err.message.starts_with("listing alerts") || err.message.contains("while listing alerts"), "{}", err.message);
+        }
+        assert_ne!(correlation_id(), correlation_id());
+        assert_eq!(correlation_id().len(), 16);
     }
 }

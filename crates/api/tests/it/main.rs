@@ -1,6 +1,7 @@
 //! trailwatch-api integration tests: the schema through `Schema::execute`,
 //! the routes through `Router::oneshot`, one server through `curl`.
 
+mod door;
 mod graphql;
 mod http;
 mod limits;

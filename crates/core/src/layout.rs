@@ -127,8 +127,15 @@ fn is_org_id(s: &str) -> bool {
     s.len() >= 12 && s.starts_with("o-") && s[2..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// A region name's shape: lowercase words joined by `-`, ending in a number
+/// (`us-east-1`, `us-gov-west-1`), so a word of a file name such as
+/// `backfill` is not taken for one.
 fn is_region(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    s.len() <= 32
+        && s.contains('-')
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.ends_with(|c: char| c.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn num(s: &str, len: usize) -> Option<u32> {
@@ -323,6 +330,23 @@ mod tests {
 
     const ORG_LOG: &str =
         "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T1205Z_AbCdEf0123456789.json.gz";
+
+    #[test]
+    fn a_word_of_a_file_name_is_not_a_region() {
+        // Found by fuzzing: `backfill` was taken for the digest's home region,
+        // and the key rebuilt from what was parsed was another key.
+        let key =
+            "AWSLogs/111122223333/CloudTrail-Digest/us-east-2/2015/08/17/111122223333_CloudTrail-Digest_us-east-2_mai_s!!_backfill_20150817T150131Z.json.gz";
+        if let Ok(parsed) = classify(key) {
+            assert_eq!(parsed.to_key(), key, "a key accepted is rebuilt as itself");
+        }
+        for region in ["us-east-1", "us-gov-west-1", "cn-north-1", "ap-southeast-2"] {
+            assert!(is_region(region), "{region}");
+        }
+        for word in ["backfill", "us-east", "1-us-east", "US-EAST-1", ""] {
+            assert!(!is_region(word), "{word}");
+        }
+    }
 
     #[test]
     fn classifies_trail_keys() {

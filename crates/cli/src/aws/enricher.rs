@@ -93,7 +93,17 @@ impl Checkpoints for AckingLedger {
     }
 
     async fn record(&self, outcomes: Arc<[FileOutcome]>, at: EpochMillis) -> Result<(), PortError> {
-        self.inner.record(outcomes.clone(), at).await?;
+        if let Err(e) = self.inner.record(outcomes.clone(), at).await {
+            // Not recorded: the files' messages must go back to the queue to
+            // be read again, so their visibility is no longer extended (kept
+            // extended, they would stay hidden for as long as this process runs).
+            for outcome in outcomes.iter() {
+                for message in self.take(&outcome.key) {
+                    message.keeper.stop().await;
+                }
+            }
+            return Err(e);
+        }
         for outcome in outcomes.iter() {
             for message in self.take(&outcome.key) {
                 message.keeper.stop().await;

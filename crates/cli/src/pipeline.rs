@@ -160,7 +160,7 @@ pub async fn run(
     // while the previous one is written, so a short queue is enough.
     let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let enricher = tokio::spawn(trailwatch_enricher::run(
-        EnricherConfig::default(),
+        EnricherConfig { warm_thresholds: true, ..EnricherConfig::default() },
         EnricherPorts {
             history: if setup.history { store.clone() } else { Arc::new(DiscardHistory::new()) },
             checkpoints: store.clone(),

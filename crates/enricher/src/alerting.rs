@@ -10,7 +10,7 @@
 //! and given its new origin. A rule set without such rules (the built-in
 //! pack) reads nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use trailwatch_core::accounts::SharedDirectory;
 use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleReport};
 use trailwatch_core::alerts::Detection;
 use trailwatch_core::event::Event;
-use trailwatch_core::ports::{HistoryStore, OriginUpdate, PortError};
+use trailwatch_core::ports::{HistoryQuery, HistoryStore, OriginUpdate, PortError};
 use trailwatch_core::rules::{Detector, RuleSet};
 use trailwatch_core::stats::{PipelineStats, Stage};
 use trailwatch_core::time::EpochMillis;
@@ -48,12 +48,14 @@ pub(crate) struct Alerting {
     detector: Detector,
     detections: Vec<Detection>,
     watermark: EpochMillis,
+    /// The threshold windows were refilled from history (or need not be).
+    warmed: bool,
 }
 
 impl Alerting {
     pub(crate) fn new(ports: AlertPorts) -> Self {
         let detector = Detector::with_config(ports.rules.clone(), ports.detector.clone());
-        Alerting { ports, detector, detections: Vec::new(), watermark: EpochMillis::MIN }
+        Alerting { ports, detector, detections: Vec::new(), watermark: EpochMillis::MIN, warmed: false }
     }
 
     /// Checks stored events against the rules, and the events whose origin
@@ -68,6 +70,12 @@ impl Alerting {
         stats: &PipelineStats,
     ) -> Result<(), PortError> {
         let started = Instant::now();
+        if !self.warmed {
+            if config.warm_thresholds {
+                self.warm_thresholds(config, history, events).await?;
+            }
+            self.warmed = true;
+        }
         self.detections.clear();
         let accounts = self.ports.accounts.current();
         for event in events {
@@ -113,6 +121,37 @@ impl Alerting {
         Ok(())
     }
 
+    /// Threshold rules count matches in memory, so a new process would
+    /// start their windows empty: a burst whose first events were handled
+    /// before a restart would be counted from the restart on (fewer
+    /// matches, or no alert at all). This checks the events stored within
+    /// the longest threshold window (and the lateness allowed) of the
+    /// newest stored event again, to fill the windows, and drops their
+    /// detections (the lifecycle applied them before). The first batch's
+    /// own events are left out: a file read again after a crash stored its
+    /// events already, and they count once, now.
+    async fn warm_thresholds(&mut self, config: &EnricherConfig, history: &dyn HistoryStore, batch: &[Event]) -> Result<(), PortError> {
+        let Some(window) = self.ports.rules.rules().iter().filter_map(|r| r.threshold.as_ref()).map(|t| t.window_ms).max() else { return Ok(()) };
+        let last = with_retries(config, "history last events", || history.last_events()).await?;
+        let Some(newest) = last.iter().map(|l| l.event_time).max() else { return Ok(()) };
+        let since = newest.saturating_sub(window).saturating_sub(self.ports.detector.lateness_ms);
+        let skip: HashSet<(&str, &str)> = batch.iter().map(|e| (e.account_id.as_str(), e.event_id.as_str())).collect();
+        let accounts = self.ports.accounts.current();
+        let mut query = HistoryQuery { since: Some(since), limit: SETTLED_READ, ..Default::default() };
+        let mut dropped = Vec::new();
+        loop {
+            let page = with_retries(config, "history page", || history.page(&query)).await?;
+            for event in page.events.iter().filter(|e| !skip.contains(&(e.account_id.as_str(), e.event_id.as_str()))) {
+                self.detector.check(event, accounts.alias(&event.account_id), &mut dropped);
+                dropped.clear();
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Reads each updated event back from history, gives it its new origin
     /// and checks it against the rules on origin fields. An event that
     /// cannot be read is skipped (one warning per batch): its update is not
@@ -156,4 +195,65 @@ fn count(stats: &PipelineStats, report: &LifecycleReport) -> u64 {
     PipelineStats::add(&stats.alerts_updated, report.updated);
     PipelineStats::add(&stats.alerts_resolved, report.resolved);
     report.notifications
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trailwatch_core::accounts::AccountDirectory;
+    use trailwatch_core::alerts::lifecycle::LifecycleConfig;
+    use trailwatch_core::alerts::{AlertQuery, AlertStore, MemoryAlertStore};
+    use trailwatch_core::conformance::sample_event;
+    use trailwatch_core::memory::MemoryHistory;
+    use trailwatch_core::rules::RuleSource;
+
+    const BURST: &str = r#"title: Many instance listings
+id: listing-burst
+level: high
+logsource:
+  product: aws
+  service: cloudtrail
+detection:
+  selection:
+    eventName: DescribeInstances
+  condition: selection
+threshold:
+  above: 3
+  window: 5m
+  by: [recipientAccountId]
+summary: 'listing burst in {account}'
+"#;
+
+    /// A process that stores and checks `events` (one batch), as the enricher does.
+    async fn one_process(ports: &AlertPorts, history: &MemoryHistory, warm: bool, events: Vec<Event>) {
+        let config = EnricherConfig { warm_thresholds: warm, ..EnricherConfig::default() };
+        history.append(events.clone().into()).await.unwrap();
+        Alerting::new(ports.clone()).process(&config, history, &events, &[], &PipelineStats::default()).await.unwrap();
+    }
+
+    /// Four matches within the window, two before a restart and two after:
+    /// with the windows refilled from history the burst raises its alert, as
+    /// one process would; without, the count starts again and nothing is raised.
+    #[tokio::test]
+    async fn a_threshold_burst_split_by_a_restart_is_counted_whole() {
+        for warm in [true, false] {
+            let rules = Arc::new(RuleSet::load(&[RuleSource { path: "user/listing-burst.yml".into(), text: BURST.into() }]).unwrap());
+            let alerts = Arc::new(MemoryAlertStore::new());
+            let lifecycle = Arc::new(Lifecycle::new(alerts.clone(), vec![], LifecycleConfig::default()));
+            let ports = AlertPorts { rules, lifecycle, accounts: Arc::new(AccountDirectory::new().into()), delivery: None, detector: Default::default() };
+            let history = MemoryHistory::new();
+            let base = 1_790_000_000_000;
+            let event = |i: i64| sample_event("111122223333", &format!("ev-{i}"), base + i * 60_000);
+            one_process(&ports, &history, warm, vec![event(0), event(1)]).await;
+            // A file read again after a crash: its stored events count once.
+            one_process(&ports, &history, warm, vec![event(1), event(2), event(3)]).await;
+            let page = alerts.list(&AlertQuery { limit: 10, ..Default::default() }).await.unwrap();
+            let counts: Vec<u64> = page.alerts.iter().map(|a| a.count).collect();
+            if warm {
+                assert_eq!(counts, [1], "the fourth listing within five minutes raises the alert, once");
+            } else {
+                assert!(counts.is_empty(), "without refilling, the restart loses the burst: {counts:?}");
+            }
+        }
+    }
 }

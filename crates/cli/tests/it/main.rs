@@ -5,6 +5,7 @@
 mod alerts;
 mod api;
 mod bad_input;
+mod crash;
 mod harness;
 mod identity;
 mod ingest;

@@ -243,7 +243,8 @@ pub fn classify(key: &str) -> Result<TrailKey, SkipReason> {
 fn parse_file_time(ts: &str, with_seconds: bool) -> Option<EpochMillis> {
     let expected = if with_seconds { 16 } else { 14 };
     let b = ts.as_bytes();
-    if b.len() != expected || b[8] != b'T' || b[expected - 1] != b'Z' {
+    // ASCII first: the fields below are sliced by byte.
+    if !ts.is_ascii() || b.len() != expected || b[8] != b'T' || b[expected - 1] != b'Z' {
         return None;
     }
     let year = num(&ts[0..4], 4)?;
@@ -346,6 +347,15 @@ mod tests {
         for word in ["backfill", "us-east", "1-us-east", "US-EAST-1", ""] {
             assert!(!is_region(word), "{word}");
         }
+    }
+
+    #[test]
+    fn a_timestamp_with_a_multibyte_character_is_malformed_not_a_panic() {
+        // Found by fuzzing: the time's fields were sliced by byte inside `ϊ`.
+        let key = "AWSLogs/o-a1b2c3d4e5/111122223333/CloudTrail-Digest/us-east-2/2015/08/17/111122223333_CloudTrail-Digest_us-east-2_g_tr2011-2_20150817T150ϊ1Z.json.gz";
+        assert!(matches!(classify(key), Err(SkipReason::Malformed(_))));
+        let log = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/111122223333_CloudTrail_us-east-1_20240115T12ϊZ_AbCdEf0123456789.json.gz";
+        assert!(matches!(classify(log), Err(SkipReason::Malformed(_))));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use trailwatch_core::rules::{LoadError, RuleSet, RuleSource};
 use trailwatch_core::stats::PipelineStats;
 use trailwatch_embedded::sinks::{JsonlSink, StdoutFormat, StdoutSink, WebhookConfig, WebhookFormat, WebhookSink};
 use trailwatch_embedded::{DirSource, SqliteStore};
-use trailwatch_enricher::alerting::AlertPorts;
+use trailwatch_enricher::alerting::{AlertPorts, StoredEvents};
 use trailwatch_enricher::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryStats};
 use trailwatch_enricher::{EnricherConfig, EnricherPorts};
 
@@ -160,12 +160,18 @@ pub async fn run(
     // while the previous one is written, so a short queue is enough.
     let (tx, rx) = mpsc::channel(CHANNEL_MESSAGES);
     let enricher = tokio::spawn(trailwatch_enricher::run(
-        EnricherConfig { warm_thresholds: true, ..EnricherConfig::default() },
+        EnricherConfig::default(),
         EnricherPorts {
             history: if setup.history { store.clone() } else { Arc::new(DiscardHistory::new()) },
             checkpoints: store.clone(),
             identity: if setup.resolve { identity } else { None },
-            alerts: setup.alerts,
+            // A restart counts a threshold burst whole: the windows are refilled from the stored events.
+            alerts: setup.alerts.map(|mut alerts| {
+                if setup.history {
+                    alerts.refill = Some(Arc::new(StoredEvents(store.clone())));
+                }
+                alerts
+            }),
         },
         rx,
         stats.clone(),
@@ -321,6 +327,7 @@ impl Alerting {
             accounts: Arc::new((*accounts).clone().into()),
             delivery: Some(DeliveryHandle::new()),
             detector: Default::default(),
+            refill: None,
         };
         Ok(Some(Alerting { ports, sinks, stats: Arc::new(DeliveryStats::default()), store: store.clone() }))
     }

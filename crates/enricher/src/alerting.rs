@@ -16,11 +16,13 @@ use std::time::Instant;
 
 use tracing::warn;
 
+use async_trait::async_trait;
 use trailwatch_core::accounts::SharedDirectory;
 use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleReport};
 use trailwatch_core::alerts::Detection;
 use trailwatch_core::event::Event;
-use trailwatch_core::ports::{HistoryQuery, HistoryStore, OriginUpdate, PortError};
+
+use trailwatch_core::ports::{HistoryPage, HistoryQuery, HistoryStore, OriginUpdate, PortError};
 use trailwatch_core::rules::{Detector, RuleSet};
 use trailwatch_core::stats::{PipelineStats, Stage};
 use trailwatch_core::time::EpochMillis;
@@ -39,6 +41,36 @@ pub struct AlertPorts {
     pub delivery: Option<DeliveryHandle>,
     /// Threshold windows: how late an event may arrive and still count, and how many groups a rule keeps.
     pub detector: trailwatch_core::rules::DetectorConfig,
+    /// Where a new process refills its threshold windows from, before its
+    /// first batch (see [`Alerting::refill_thresholds`]); `None` starts them
+    /// empty.
+    pub refill: Option<Arc<dyn RecentEvents>>,
+}
+
+/// The stored events a new process refills its threshold windows from. The
+/// embedded pipeline gives its store's history ([`StoredEvents`]); AWS mode
+/// gives none, as reading its history is an Athena query and a listing of
+/// every account's partitions.
+#[async_trait]
+pub trait RecentEvents: Send + Sync {
+    /// The newest stored event's time, if any event is stored.
+    async fn newest_event_time(&self) -> Result<Option<EpochMillis>, PortError>;
+    /// One page of the stored events `query` selects.
+    async fn recent_page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError>;
+}
+
+/// [`RecentEvents`] from a history store.
+pub struct StoredEvents(pub Arc<dyn HistoryStore>);
+
+#[async_trait]
+impl RecentEvents for StoredEvents {
+    async fn newest_event_time(&self) -> Result<Option<EpochMillis>, PortError> {
+        Ok(self.0.last_events().await?.iter().map(|l| l.event_time).max())
+    }
+
+    async fn recent_page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError> {
+        self.0.page(query).await
+    }
 }
 
 /// The enricher's alerting state: the detector (with its threshold windows)
@@ -71,8 +103,8 @@ impl Alerting {
     ) -> Result<(), PortError> {
         let started = Instant::now();
         if !self.warmed {
-            if config.warm_thresholds {
-                self.warm_thresholds(config, history, events).await?;
+            if let Some(recent) = self.ports.refill.clone() {
+                self.refill_thresholds(config, recent.as_ref(), events).await?;
             }
             self.warmed = true;
         }
@@ -130,17 +162,16 @@ impl Alerting {
     /// detections (the lifecycle applied them before). The first batch's
     /// own events are left out: a file read again after a crash stored its
     /// events already, and they count once, now.
-    async fn warm_thresholds(&mut self, config: &EnricherConfig, history: &dyn HistoryStore, batch: &[Event]) -> Result<(), PortError> {
+    async fn refill_thresholds(&mut self, config: &EnricherConfig, recent: &dyn RecentEvents, batch: &[Event]) -> Result<(), PortError> {
         let Some(window) = self.ports.rules.rules().iter().filter_map(|r| r.threshold.as_ref()).map(|t| t.window_ms).max() else { return Ok(()) };
-        let last = with_retries(config, "history last events", || history.last_events()).await?;
-        let Some(newest) = last.iter().map(|l| l.event_time).max() else { return Ok(()) };
+        let Some(newest) = with_retries(config, "history newest event", || recent.newest_event_time()).await? else { return Ok(()) };
         let since = newest.saturating_sub(window).saturating_sub(self.ports.detector.lateness_ms);
         let skip: HashSet<(&str, &str)> = batch.iter().map(|e| (e.account_id.as_str(), e.event_id.as_str())).collect();
         let accounts = self.ports.accounts.current();
         let mut query = HistoryQuery { since: Some(since), limit: SETTLED_READ, ..Default::default() };
         let mut dropped = Vec::new();
         loop {
-            let page = with_retries(config, "history page", || history.page(&query)).await?;
+            let page = with_retries(config, "history page", || recent.recent_page(&query)).await?;
             for event in page.events.iter().filter(|e| !skip.contains(&(e.account_id.as_str(), e.event_id.as_str()))) {
                 self.detector.check(event, accounts.alias(&event.account_id), &mut dropped);
                 dropped.clear();
@@ -225,10 +256,13 @@ summary: 'listing burst in {account}'
 "#;
 
     /// A process that stores and checks `events` (one batch), as the enricher does.
-    async fn one_process(ports: &AlertPorts, history: &MemoryHistory, warm: bool, events: Vec<Event>) {
-        let config = EnricherConfig { warm_thresholds: warm, ..EnricherConfig::default() };
+    async fn one_process(ports: &AlertPorts, history: &Arc<MemoryHistory>, warm: bool, events: Vec<Event>) {
+        let mut ports = ports.clone();
+        if warm {
+            ports.refill = Some(Arc::new(StoredEvents(history.clone())));
+        }
         history.append(events.clone().into()).await.unwrap();
-        Alerting::new(ports.clone()).process(&config, history, &events, &[], &PipelineStats::default()).await.unwrap();
+        Alerting::new(ports).process(&EnricherConfig::default(), history.as_ref(), &events, &[], &PipelineStats::default()).await.unwrap();
     }
 
     /// Four matches within the window, two before a restart and two after:
@@ -240,8 +274,9 @@ summary: 'listing burst in {account}'
             let rules = Arc::new(RuleSet::load(&[RuleSource { path: "user/listing-burst.yml".into(), text: BURST.into() }]).unwrap());
             let alerts = Arc::new(MemoryAlertStore::new());
             let lifecycle = Arc::new(Lifecycle::new(alerts.clone(), vec![], LifecycleConfig::default()));
-            let ports = AlertPorts { rules, lifecycle, accounts: Arc::new(AccountDirectory::new().into()), delivery: None, detector: Default::default() };
-            let history = MemoryHistory::new();
+            let ports =
+                AlertPorts { rules, lifecycle, accounts: Arc::new(AccountDirectory::new().into()), delivery: None, detector: Default::default(), refill: None };
+            let history = Arc::new(MemoryHistory::new());
             let base = 1_790_000_000_000;
             let event = |i: i64| sample_event("111122223333", &format!("ev-{i}"), base + i * 60_000);
             one_process(&ports, &history, warm, vec![event(0), event(1)]).await;

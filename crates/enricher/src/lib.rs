@@ -46,22 +46,11 @@ pub struct EnricherConfig {
     /// before it is resolved: longer means fewer, larger store writes, and
     /// alerts later by up to this much.
     pub linger: Duration,
-    /// Before its first batch, refill the threshold rules' windows from the
-    /// events stored within the longest window of the newest one, so a burst
-    /// split by a restart (or a crash) is counted whole. Off where reading
-    /// history is a query that costs (AWS mode).
-    pub warm_thresholds: bool,
 }
 
 impl Default for EnricherConfig {
     fn default() -> Self {
-        EnricherConfig {
-            max_batch_events: 2000,
-            attempts: 5,
-            retry_base: Duration::from_millis(100),
-            linger: Duration::from_millis(10),
-            warm_thresholds: false,
-        }
+        EnricherConfig { max_batch_events: 2000, attempts: 5, retry_base: Duration::from_millis(100), linger: Duration::from_millis(10) }
     }
 }
 

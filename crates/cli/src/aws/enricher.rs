@@ -282,6 +282,8 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
                 accounts,
                 delivery: Some(handle),
                 detector: DetectorConfig { lateness_ms: args.rule_lateness_minutes as i64 * 60_000, ..DetectorConfig::default() },
+                // Threshold windows start empty after a restart (RELIABILITY.md, crash safety).
+                refill: None,
             }),
         },
         rx,

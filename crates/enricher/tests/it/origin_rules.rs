@@ -103,7 +103,14 @@ async fn a_rule_on_the_origin_matches_an_event_read_before_its_session() {
         history: history.clone(),
         checkpoints: Arc::new(MemoryCheckpoints::new()),
         identity: Some(identity.clone()),
-        alerts: Some(AlertPorts { rules, lifecycle, accounts: Arc::new(AccountDirectory::new().into()), delivery: None, detector: Default::default() }),
+        alerts: Some(AlertPorts {
+            rules,
+            lifecycle,
+            accounts: Arc::new(AccountDirectory::new().into()),
+            delivery: None,
+            detector: Default::default(),
+            refill: None,
+        }),
     };
     let (tx, rx) = mpsc::channel(4);
     let task = tokio::spawn(run(EnricherConfig::default(), ports, rx, stats.clone(), CancellationToken::new()));

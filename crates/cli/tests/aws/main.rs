@@ -22,6 +22,8 @@ use trailwatch_aws::dynamo::DynamoLedger;
 use trailwatch_aws::moto::Moto;
 use trailwatch_core::ports::Checkpoints;
 
+mod crash;
+
 fn trailwatch(moto: &Moto) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailwatch"));
     cmd.env("TRAILWATCH_LOG", "warn")

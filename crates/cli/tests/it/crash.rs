@@ -20,29 +20,9 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|e| panic!("{name}={text:?} is not a whole number: {e}")),
-        Err(_) => default,
-    }
-}
-
-/// splitmix64: kill points that a printed seed repeats.
-struct Points(u64);
-
-impl Points {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+#[path = "../common/seeded.rs"]
+mod seeded;
+use seeded::{env_number, Points};
 
 /// Keys of the trail's objects (log files, digests and their signatures)
 /// relative to `root`, in the order the bucket receives them: by the time

@@ -12,3 +12,4 @@ mod ingest;
 mod integrity;
 mod onboarding;
 mod run;
+mod soak;

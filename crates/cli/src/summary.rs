@@ -101,6 +101,17 @@ pub fn ingest_summary(stats: &PipelineStats, elapsed: Duration, problems: &[Ledg
     );
     let stages: Vec<String> = stats.stages.all().into_iter().map(|(stage, spent)| format!("{} {:.2} s", stage.label(), spent.as_secs_f64())).collect();
     let _ = writeln!(out, "  stages   {} (summed over threads)", stages.join(" · "));
+    let (retried, timed_out, gave_up) = (g(&stats.port_calls.retried), g(&stats.port_calls.timed_out), g(&stats.port_calls.gave_up));
+    if retried + timed_out + gave_up > 0 {
+        let _ = writeln!(
+            out,
+            "  trouble  {} store calls retried · {} without an answer in time · {} given up ({} files to read again)",
+            thousands(retried),
+            thousands(timed_out),
+            thousands(gave_up),
+            thousands(g(&stats.files_store_failed)),
+        );
+    }
     for (reason, count, example) in stats.skipped() {
         let _ = writeln!(out, "  skipped  {} {reason} (e.g. {example})", thousands(count));
     }
@@ -123,5 +134,17 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn trouble_with_the_stores_is_shown_only_when_there_was_some() {
+        let stats = PipelineStats::default();
+        let quiet = ingest_summary(&stats, Duration::from_secs(1), &[], None, None);
+        assert!(!quiet.contains("trouble"), "{quiet}");
+        PipelineStats::add(&stats.port_calls.retried, 1_200);
+        PipelineStats::add(&stats.port_calls.gave_up, 2);
+        PipelineStats::add(&stats.files_store_failed, 2);
+        let troubled = ingest_summary(&stats, Duration::from_secs(1), &[], None, None);
+        assert!(troubled.contains("trouble  1,200 store calls retried · 0 without an answer in time · 2 given up (2 files to read again)"), "{troubled}");
     }
 }

@@ -23,6 +23,7 @@ use trailwatch_core::event::{FileBatch, FileOutcome, FileStatus};
 use trailwatch_core::integrity::IntegrityChecker;
 use trailwatch_core::layout::{classify, ObjectKind, TrailKey};
 use trailwatch_core::ports::{Checkpoints, LedgerEntry, LogSource, ObjectMeta, PortError};
+use trailwatch_core::retry::{retry, RetryPolicy};
 use trailwatch_core::stats::PipelineStats;
 
 pub use read::{read_object, Abandoned, Chunk, CHUNK_EVENTS};
@@ -75,6 +76,20 @@ pub enum CollectorError {
 /// Keys the ledger lookups ask for at once.
 const LOOKUP_BATCH: usize = 1000;
 
+/// How the collector retries the source and the ledger: a retryable error,
+/// or no answer within the time limit, is tried again with backoff and
+/// jitter (counted in [`PipelineStats::port_calls`]); a file that still
+/// cannot be opened is recorded as failed and read again by a later scan.
+/// Every call here is a read, safe to abandon.
+pub fn default_retry() -> RetryPolicy {
+    RetryPolicy { attempts: 5, base: Duration::from_millis(100), max_delay: Duration::from_secs(10), timeout: Some(CALL_TIMEOUT) }
+}
+
+/// Listing a large trail takes many pages: its time limit is generous.
+const LIST_TIMEOUT: Duration = Duration::from_secs(900);
+/// One ledger lookup, or opening one object.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Runs the collector until its mode says stop or `shutdown` fires. On
 /// shutdown it starts no new file, lets the files in flight finish, and
 /// returns; dropping `tx` then tells the enricher that nothing more comes.
@@ -85,10 +100,25 @@ pub async fn run(
     stats: Arc<PipelineStats>,
     shutdown: CancellationToken,
 ) -> Result<(), CollectorError> {
+    run_with_retry(config, ports, tx, stats, shutdown, default_retry()).await
+}
+
+/// [`run`], retrying the source and the ledger with `retry` (its time limit
+/// applies to a ledger lookup and to opening an object; listing gets
+/// [`LIST_TIMEOUT`] at least) instead of [`default_retry`].
+pub async fn run_with_retry(
+    config: CollectorConfig,
+    ports: CollectorPorts,
+    tx: mpsc::Sender<FileBatch>,
+    stats: Arc<PipelineStats>,
+    shutdown: CancellationToken,
+    retry: RetryPolicy,
+) -> Result<(), CollectorError> {
     let mut known_final: HashSet<String> = HashSet::new();
     loop {
         let started = tokio::time::Instant::now();
-        let scan = scan(&config, &ports, &tx, &stats, &shutdown, &mut known_final).instrument(info_span!("collector.scan", prefix = %config.prefix)).await;
+        let scan =
+            scan(&config, &ports, &retry, &tx, &stats, &shutdown, &mut known_final).instrument(info_span!("collector.scan", prefix = %config.prefix)).await;
         match (config.mode, scan) {
             (Mode::Once, result) => return result,
             (Mode::Watch { .. }, Err(e)) => warn!(error = %e, "scan failed; trying again at the next interval"),
@@ -112,12 +142,14 @@ pub async fn run(
 async fn scan(
     config: &CollectorConfig,
     ports: &CollectorPorts,
+    policy: &RetryPolicy,
     tx: &mpsc::Sender<FileBatch>,
     stats: &Arc<PipelineStats>,
     shutdown: &CancellationToken,
     known_final: &mut HashSet<String>,
 ) -> Result<(), CollectorError> {
-    let listed = ports.source.list(&config.prefix).await.map_err(CollectorError::List)?;
+    let list_policy = RetryPolicy { timeout: policy.timeout.map(|t| t.max(LIST_TIMEOUT)), ..*policy };
+    let listed = retry(&list_policy, &stats.port_calls, "listing the trail", || ports.source.list(&config.prefix)).await.map_err(CollectorError::List)?;
     PipelineStats::add(&stats.objects_listed, listed.len() as u64);
     stats.reset_skipped();
     let mut candidates: Vec<(ObjectMeta, TrailKey)> = Vec::new();
@@ -136,7 +168,7 @@ async fn scan(
     let mut todo = Vec::new();
     for batch in candidates.chunks(LOOKUP_BATCH) {
         let keys: Vec<String> = batch.iter().map(|(m, _)| m.key.clone()).collect();
-        let entries = ports.checkpoints.lookup(&keys).await.map_err(CollectorError::Ledger)?;
+        let entries = retry(policy, &stats.port_calls, "ledger lookup", || ports.checkpoints.lookup(&keys)).await.map_err(CollectorError::Ledger)?;
         for (meta, key) in batch {
             let entry = entries.get(&meta.key);
             if LedgerEntry::needs_work(entry, meta) {
@@ -154,6 +186,12 @@ async fn scan(
     // is account by account): identity resolution meets sessions in about the
     // order they were issued, and its trail-time clock only moves forward.
     todo.sort_by(|(a_meta, a), (b_meta, b)| a.file_time.cmp(&b.file_time).then_with(|| a_meta.key.cmp(&b_meta.key)));
+    if let Some(checker) = &ports.integrity {
+        // Digests still to check are not gaps, whatever order the checks finish in.
+        for (_, key) in todo.iter().filter(|(_, key)| key.kind == ObjectKind::Digest) {
+            checker.expect(&key.account_id, &key.region, key.file_time);
+        }
+    }
     info!(files = todo.len(), "new files to read");
     PipelineStats::add(&stats.files_queued, todo.len() as u64);
     let permits = Arc::new(Semaphore::new(config.workers.max(1)));
@@ -166,32 +204,32 @@ async fn scan(
         let ports = ports.clone();
         let tx = tx.clone();
         let stats = stats.clone();
+        let policy = *policy;
         let span = info_span!("collector.file", key = %meta.key, account_id = %key.account_id, region = %key.region);
         tasks.spawn(
             async move {
-                let finished = collect_file(&ports, meta, key, tx, &stats).await;
+                let finished = collect_file_with_retry(&ports, meta, key, tx, &stats, &policy).await;
                 drop(permit);
                 finished
             }
             .instrument(span),
         );
         while let Some(done) = tasks.try_join_next() {
-            note_finished(done, known_final);
+            note_finished(done);
         }
     }
     while let Some(done) = tasks.join_next().await {
-        note_finished(done, known_final);
+        note_finished(done);
     }
     Ok(())
 }
 
-fn note_finished(done: Result<Option<(String, FileStatus)>, tokio::task::JoinError>, known_final: &mut HashSet<String>) {
-    match done {
-        Ok(Some((key, status))) if status.is_final() => {
-            known_final.insert(key);
-        }
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "a file task panicked or was cancelled"),
+/// Notes a file task's end. A file read to the end is not taken for final
+/// here: the enricher may still fail to store it (and record it failed), so
+/// only the ledger says a file is final (the next scan asks it once).
+fn note_finished(done: Result<Option<(String, FileStatus)>, tokio::task::JoinError>) {
+    if let Err(e) = done {
+        warn!(error = %e, "a file task panicked or was cancelled");
     }
 }
 
@@ -205,6 +243,18 @@ pub async fn collect_file(
     key: TrailKey,
     tx: mpsc::Sender<FileBatch>,
     stats: &Arc<PipelineStats>,
+) -> Option<(String, FileStatus)> {
+    collect_file_with_retry(ports, meta, key, tx, stats, &default_retry()).await
+}
+
+/// [`collect_file`], opening the object with `policy`.
+pub async fn collect_file_with_retry(
+    ports: &CollectorPorts,
+    meta: ObjectMeta,
+    key: TrailKey,
+    tx: mpsc::Sender<FileBatch>,
+    stats: &Arc<PipelineStats>,
+    policy: &RetryPolicy,
 ) -> Option<(String, FileStatus)> {
     let location = ports.source.locate(&meta.key);
     let outcome = if key.kind == ObjectKind::Digest {
@@ -231,7 +281,7 @@ pub async fn collect_file(
             error: None,
         }
     } else {
-        let body = match ports.source.open(&meta.key).await {
+        let body = match retry(policy, &stats.port_calls, &location, || ports.source.open(&meta.key)).await {
             Ok(body) => body,
             Err(e) => {
                 warn!(object = %location, error = %e, "could not open the file");
@@ -250,9 +300,16 @@ pub async fn collect_file(
                 &meta,
                 body,
                 &mut |chunk| {
-                    PipelineStats::add(&stats_in.events_parsed, chunk.events.len() as u64);
+                    let events = chunk.events.len() as u64;
+                    PipelineStats::add(&stats_in.events_parsed, events);
                     PipelineStats::add(&stats_in.sessions_captured, chunk.sessions.len() as u64);
-                    tx_events.blocking_send(FileBatch::Events { key: shared_key.clone(), events: chunk.events, sessions: chunk.sessions }).is_ok()
+                    // In flight from here until the enricher has written them.
+                    stats_in.take_in(events);
+                    let sent = tx_events.blocking_send(FileBatch::Events { key: shared_key.clone(), events: chunk.events, sessions: chunk.sessions }).is_ok();
+                    if !sent {
+                        stats_in.let_go(events);
+                    }
+                    sent
                 },
                 &stats_in.stages,
             )

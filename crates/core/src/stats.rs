@@ -32,6 +32,9 @@ pub struct PipelineStats {
     pub files_empty: AtomicU64,
     /// Files that could not be read to the end.
     pub files_failed: AtomicU64,
+    /// Files read, then recorded as failed because their events could not
+    /// be resolved, stored or alerted on (a later scan reads them again).
+    pub files_store_failed: AtomicU64,
     /// Digest files recorded.
     pub digests: AtomicU64,
     /// Files already in the ledger, not read again.
@@ -70,6 +73,14 @@ pub struct PipelineStats {
     pub ingest: IngestClock,
     /// Time spent in each stage of the pipeline.
     pub stages: StageTimes,
+    /// Port calls of the collector and the enricher retried (after a
+    /// retryable error or no answer in time), and given up on.
+    pub port_calls: crate::retry::RetryCounters,
+    /// Events read and not yet written (or given up on): what the pipeline
+    /// holds in memory between the reader and the store.
+    pub events_in_flight: AtomicU64,
+    /// The most events in flight at once during the run.
+    pub events_in_flight_peak: AtomicU64,
     skipped: Mutex<BTreeMap<&'static str, (u64, String)>>,
 }
 
@@ -80,6 +91,18 @@ impl PipelineStats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
+    }
+
+    /// Events taken in by the pipeline (read, queued for the store).
+    pub fn take_in(&self, events: u64) {
+        let now = self.events_in_flight.fetch_add(events, Relaxed) + events;
+        self.events_in_flight_peak.fetch_max(now, Relaxed);
+    }
+
+    /// Events the pipeline is done with (stored, or given up on).
+    pub fn let_go(&self, events: u64) {
+        // Saturating: a batch handed over by a caller that did not count it in is not an underflow.
+        let _ = self.events_in_flight.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(events)));
     }
 
     /// Counts an object that is not a trail file, keeping one example key per reason.

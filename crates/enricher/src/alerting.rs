@@ -28,7 +28,7 @@ use trailwatch_core::stats::{PipelineStats, Stage};
 use trailwatch_core::time::EpochMillis;
 
 use crate::delivery::DeliveryHandle;
-use crate::{now_ms, with_retries, EnricherConfig};
+use crate::{now_ms, with_deadline, with_retries, EnricherConfig};
 
 /// What the enricher needs to raise alerts.
 #[derive(Clone)]
@@ -82,12 +82,24 @@ pub(crate) struct Alerting {
     watermark: EpochMillis,
     /// The threshold windows were refilled from history (or need not be).
     warmed: bool,
+    /// Detections whose alerts could not be written, tried again with the
+    /// next batch: their events are stored, and a file read again would not
+    /// bring a threshold's matches back (the restart's refill counts them
+    /// without applying them).
+    carried: Vec<Detection>,
+    /// Batches in a row that carried detections.
+    carried_tries: u32,
 }
+
+/// Detections carried at most, and batches in a row that may carry them;
+/// past either the batch fails (its files are read again).
+const MAX_CARRIED: usize = 50_000;
+const MAX_CARRIED_TRIES: u32 = 20;
 
 impl Alerting {
     pub(crate) fn new(ports: AlertPorts) -> Self {
         let detector = Detector::with_config(ports.rules.clone(), ports.detector.clone());
-        Alerting { ports, detector, detections: Vec::new(), watermark: EpochMillis::MIN, warmed: false }
+        Alerting { ports, detector, detections: Vec::new(), watermark: EpochMillis::MIN, warmed: false, carried: Vec::new(), carried_tries: 0 }
     }
 
     /// Checks stored events against the rules, and the events whose origin
@@ -104,7 +116,7 @@ impl Alerting {
         let started = Instant::now();
         if !self.warmed {
             if let Some(recent) = self.ports.refill.clone() {
-                self.refill_thresholds(config, recent.as_ref(), events).await?;
+                self.refill_thresholds(config, stats, recent.as_ref(), events).await?;
             }
             self.warmed = true;
         }
@@ -116,20 +128,39 @@ impl Alerting {
             self.detector.check(event, alias, &mut self.detections);
         }
         if !updates.is_empty() && self.ports.rules.has_origin_rules() {
-            self.check_settled(config, history, updates).await;
+            self.check_settled(config, stats, history, updates).await;
         }
         PipelineStats::add(&stats.detections, self.detections.len() as u64);
         stats.stages.since(Stage::Rules, started);
         let started = Instant::now();
         let mut notifications = 0;
         let lifecycle = &self.ports.lifecycle;
+        if !self.carried.is_empty() {
+            // Older matches first, as they were found.
+            let mut carried = std::mem::take(&mut self.carried);
+            carried.append(&mut self.detections);
+            self.detections = carried;
+        }
         if !self.detections.is_empty() {
             let detections = &self.detections;
-            let report = with_retries(config, "alert lifecycle", || lifecycle.apply(detections, now_ms())).await?;
-            notifications += count(stats, &report);
+            match with_retries(config, stats, "alert lifecycle", || lifecycle.apply(detections, now_ms())).await {
+                Ok(report) => {
+                    self.carried_tries = 0;
+                    notifications += count(stats, &report);
+                }
+                Err(e) if self.detections.len() <= MAX_CARRIED && self.carried_tries < MAX_CARRIED_TRIES => {
+                    self.carried_tries += 1;
+                    warn!(error = %e, detections = self.detections.len(), tries = self.carried_tries, "writing alerts failed; trying again with the next batch");
+                    self.carried = std::mem::take(&mut self.detections);
+                }
+                Err(e) => {
+                    self.carried_tries = 0;
+                    return Err(e);
+                }
+            }
         }
         if !updates.is_empty() {
-            match with_retries(config, "alert origin update", || lifecycle.origins_settled(updates, now_ms())).await {
+            match with_retries(config, stats, "alert origin update", || lifecycle.origins_settled(updates, now_ms())).await {
                 Ok(n) => {
                     PipelineStats::add(&stats.alerts_updated, n);
                     notifications += n;
@@ -140,7 +171,7 @@ impl Alerting {
         }
         if self.watermark > EpochMillis::MIN {
             let watermark = self.watermark;
-            let resolved = with_retries(config, "alert quiet sweep", || lifecycle.sweep(watermark, now_ms())).await?;
+            let resolved = with_retries(config, stats, "alert quiet sweep", || lifecycle.sweep(watermark, now_ms())).await?;
             PipelineStats::add(&stats.alerts_resolved, resolved);
             notifications += resolved;
         }
@@ -153,6 +184,29 @@ impl Alerting {
         Ok(())
     }
 
+    /// Writes the detections still carried (at the end of a run); false when
+    /// they could not be written (logged).
+    pub(crate) async fn flush(&mut self, config: &EnricherConfig, stats: &PipelineStats) -> bool {
+        if self.carried.is_empty() {
+            return true;
+        }
+        let carried = std::mem::take(&mut self.carried);
+        let lifecycle = &self.ports.lifecycle;
+        match with_retries(config, stats, "alert lifecycle", || lifecycle.apply(&carried, now_ms())).await {
+            Ok(report) => {
+                count(stats, &report);
+                if let Some(delivery) = &self.ports.delivery {
+                    delivery.notify();
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, detections = carried.len(), "writing alerts failed at the end of the run; these matches raise no alert");
+                false
+            }
+        }
+    }
+
     /// Threshold rules count matches in memory, so a new process would
     /// start their windows empty: a burst whose first events were handled
     /// before a restart would be counted from the restart on (fewer
@@ -162,16 +216,16 @@ impl Alerting {
     /// detections (the lifecycle applied them before). The first batch's
     /// own events are left out: a file read again after a crash stored its
     /// events already, and they count once, now.
-    async fn refill_thresholds(&mut self, config: &EnricherConfig, recent: &dyn RecentEvents, batch: &[Event]) -> Result<(), PortError> {
+    async fn refill_thresholds(&mut self, config: &EnricherConfig, stats: &PipelineStats, recent: &dyn RecentEvents, batch: &[Event]) -> Result<(), PortError> {
         let Some(window) = self.ports.rules.rules().iter().filter_map(|r| r.threshold.as_ref()).map(|t| t.window_ms).max() else { return Ok(()) };
-        let Some(newest) = with_retries(config, "history newest event", || recent.newest_event_time()).await? else { return Ok(()) };
+        let Some(newest) = with_deadline(config, stats, "history newest event", || recent.newest_event_time()).await? else { return Ok(()) };
         let since = newest.saturating_sub(window).saturating_sub(self.ports.detector.lateness_ms);
         let skip: HashSet<(&str, &str)> = batch.iter().map(|e| (e.account_id.as_str(), e.event_id.as_str())).collect();
         let accounts = self.ports.accounts.current();
         let mut query = HistoryQuery { since: Some(since), limit: SETTLED_READ, ..Default::default() };
         let mut dropped = Vec::new();
         loop {
-            let page = with_retries(config, "history page", || recent.recent_page(&query)).await?;
+            let page = with_deadline(config, stats, "history page", || recent.recent_page(&query)).await?;
             for event in page.events.iter().filter(|e| !skip.contains(&(e.account_id.as_str(), e.event_id.as_str()))) {
                 self.detector.check(event, accounts.alias(&event.account_id), &mut dropped);
                 dropped.clear();
@@ -187,7 +241,7 @@ impl Alerting {
     /// and checks it against the rules on origin fields. An event that
     /// cannot be read is skipped (one warning per batch): its update is not
     /// repeated, so failing the batch would not bring the check back.
-    async fn check_settled(&mut self, config: &EnricherConfig, history: &dyn HistoryStore, updates: &[OriginUpdate]) {
+    async fn check_settled(&mut self, config: &EnricherConfig, stats: &PipelineStats, history: &dyn HistoryStore, updates: &[OriginUpdate]) {
         // One event may be updated twice in a batch (a hop further back, then final): the last counts.
         let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(updates.len());
         for (i, u) in updates.iter().enumerate() {
@@ -199,7 +253,7 @@ impl Alerting {
         // One read per chunk (on AWS each read is an Athena query).
         for chunk in latest.chunks(SETTLED_READ) {
             let keys: Vec<(String, String)> = chunk.iter().map(|u| (u.account_id.clone(), u.event_id.clone())).collect();
-            let events = match with_retries(config, "history get_many", || history.get_many(&keys)).await {
+            let events = match with_deadline(config, stats, "history get_many", || history.get_many(&keys)).await {
                 Ok(events) => events,
                 Err(e) => {
                     warn!(error = %e, events = keys.len(), account_id = %keys[0].0, event_id = %keys[0].1, "reading events whose origin settled failed; the rules on origin fields miss them");

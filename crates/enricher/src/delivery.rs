@@ -40,6 +40,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use trailwatch_core::alerts::{AlertSink, AlertStore, Delivery};
 use trailwatch_core::ports::PortError;
+use trailwatch_core::retry::{retry, RetryCounters, RetryPolicy};
 use trailwatch_core::time::EpochMillis;
 
 /// The delivery worker's settings.
@@ -291,21 +292,17 @@ impl Throttle {
 /// Attempts of a store call that fails retryably, with short pauses.
 const STORE_ATTEMPTS: u32 = 3;
 
-async fn store_call<T, F, Fut>(mut op: F) -> Result<T, PortError>
+/// The longest one outbox call may take before it is abandoned (each is
+/// a read or an idempotent write, safe to repeat).
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn store_call<T, F, Fut>(op: F) -> Result<T, PortError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, PortError>>,
 {
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Err(e) if e.is_retryable() && attempt < STORE_ATTEMPTS => {
-                tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(attempt - 1)).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    let policy = RetryPolicy { attempts: STORE_ATTEMPTS, base: Duration::from_millis(50), max_delay: Duration::from_secs(1), timeout: Some(STORE_TIMEOUT) };
+    retry(&policy, &RetryCounters::default(), "alert outbox", op).await
 }
 
 /// `work`, given up `grace` after `shutdown` (None then).

@@ -30,6 +30,7 @@ use tracing::{error, info_span, warn, Instrument};
 use trailwatch_core::event::{Event, FileBatch, FileOutcome, FileStatus};
 use trailwatch_core::identity::{PendingSet, Session};
 use trailwatch_core::ports::{Checkpoints, HistoryStore, OriginUpdate, PortError};
+use trailwatch_core::retry::{retry, RetryPolicy};
 use trailwatch_core::stats::{PipelineStats, Stage};
 use trailwatch_core::time::EpochMillis;
 
@@ -40,8 +41,13 @@ pub struct EnricherConfig {
     pub max_batch_events: usize,
     /// Attempts for a store call that fails with a retryable error.
     pub attempts: u32,
-    /// First retry delay; doubled each attempt, with jitter.
+    /// First retry delay; doubled each attempt (up to `retry_max`), with jitter.
     pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// The longest one attempt of an idempotent store call (history
+    /// writes and reads, the ledger) may take before it is abandoned and
+    /// tried again: a store that hangs slows the pipeline, it does not stop it.
+    pub call_timeout: Duration,
     /// How long a batch below `max_batch_events` waits for more messages
     /// before it is resolved: longer means fewer, larger store writes, and
     /// alerts later by up to this much.
@@ -50,7 +56,14 @@ pub struct EnricherConfig {
 
 impl Default for EnricherConfig {
     fn default() -> Self {
-        EnricherConfig { max_batch_events: 2000, attempts: 5, retry_base: Duration::from_millis(100), linger: Duration::from_millis(10) }
+        EnricherConfig {
+            max_batch_events: 2000,
+            attempts: 5,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(120),
+            linger: Duration::from_millis(10),
+        }
     }
 }
 
@@ -69,60 +82,69 @@ pub(crate) fn now_ms() -> EpochMillis {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as EpochMillis)
 }
 
-/// Calls `op` until it succeeds, fails permanently, or runs out of attempts.
-pub(crate) async fn with_retries<T, F, Fut>(config: &EnricherConfig, what: &str, mut op: F) -> Result<T, PortError>
+impl EnricherConfig {
+    /// How calls are retried; `bounded` adds the time limit per attempt
+    /// (only for calls that are safe to abandon and repeat).
+    pub fn retry_policy(&self, bounded: bool) -> RetryPolicy {
+        RetryPolicy { attempts: self.attempts, base: self.retry_base, max_delay: self.retry_max, timeout: bounded.then_some(self.call_timeout) }
+    }
+}
+
+/// Calls `op` until it succeeds, fails permanently, or runs out of attempts,
+/// counting retries in `stats`. No time limit per attempt: for compound
+/// calls that are not safe to abandon half-way (see [`with_deadline`]).
+pub(crate) async fn with_retries<T, F, Fut>(config: &EnricherConfig, stats: &PipelineStats, what: &str, op: F) -> Result<T, PortError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, PortError>>,
 {
-    let mut attempt = 1;
-    loop {
-        match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() && attempt < config.attempts => {
-                let backoff = config.retry_base * 2u32.saturating_pow(attempt - 1);
-                // Jitter from the clock's sub-millisecond digits: enough to spread retries.
-                let jitter = Duration::from_micros(
-                    u64::from(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_micros())) % (backoff.as_micros() as u64 + 1),
-                );
-                warn!(%what, attempt, error = %e, "retrying");
-                tokio::time::sleep(backoff / 2 + jitter / 2).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    retry(&config.retry_policy(false), &stats.port_calls, what, op).await
+}
+
+/// [`with_retries`] with [`EnricherConfig::call_timeout`] per attempt, for
+/// single idempotent store calls.
+pub(crate) async fn with_deadline<T, F, Fut>(config: &EnricherConfig, stats: &PipelineStats, what: &str, op: F) -> Result<T, PortError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PortError>>,
+{
+    retry(&config.retry_policy(true), &stats.port_calls, what, op).await
 }
 
 /// Records the batch's sessions, resolves its events in place, and settles
-/// events waiting on the new sessions or past the bound. Returns the origin
-/// updates for events stored earlier.
+/// events waiting on the new sessions or past the bound. The origin updates
+/// for events stored earlier go to `updates`, also those settled before a
+/// later step failed (their events were taken from the pending set).
 async fn resolve(
     config: &EnricherConfig,
     identity: &PendingSet,
     sessions: Vec<Session>,
     events: &mut [Event],
     stats: &PipelineStats,
-) -> Result<Vec<OriginUpdate>, PortError> {
+    updates: &mut Vec<OriginUpdate>,
+) -> Result<(), PortError> {
     let started = Instant::now();
-    let mut updates = if sessions.is_empty() {
-        Vec::new()
-    } else {
+    if !sessions.is_empty() {
         let sessions: Arc<[Session]> = sessions.into();
-        with_retries(config, "session record", || identity.record_sessions(sessions.to_vec())).await?
-    };
+        updates.extend(with_retries(config, stats, "session record", || identity.record_sessions(sessions.to_vec())).await?);
+    }
     stats.stages.since(Stage::Sessions, started);
     let started = Instant::now();
+    let policy = config.retry_policy(false);
     let mut attempt = 1;
     let report = loop {
         match identity.resolve_events(events).await {
             Ok(report) => break report,
-            Err(e) if e.is_retryable() && attempt < config.attempts => {
+            Err(e) if e.is_retryable() && attempt < policy.attempts => {
+                PipelineStats::add(&stats.port_calls.retried, 1);
                 warn!(attempt, error = %e, "identity resolution: retrying");
-                tokio::time::sleep(config.retry_base * 2u32.saturating_pow(attempt - 1)).await;
+                tokio::time::sleep(policy.delay(attempt)).await;
                 attempt += 1;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                PipelineStats::add(&stats.port_calls.gave_up, 1);
+                return Err(e);
+            }
         }
     };
     PipelineStats::add(&stats.resolved_exact, report.exact);
@@ -131,9 +153,9 @@ async fn resolve(
     PipelineStats::add(&stats.resolved_waiting, report.waiting);
     let named = report.exact + report.derived + report.unresolved + report.waiting;
     PipelineStats::add(&stats.resolved_no_actor, (events.len() as u64).saturating_sub(named));
-    updates.extend(with_retries(config, "pending expiry", || identity.expire()).await?);
+    updates.extend(with_retries(config, stats, "pending expiry", || identity.expire()).await?);
     stats.stages.since(Stage::Resolve, started);
-    Ok(updates)
+    Ok(())
 }
 
 /// One coalesced batch, resolved, on its way to the writing half.
@@ -147,6 +169,8 @@ struct Resolved {
     outcomes: Vec<FileOutcome>,
     /// Files whose events could not be resolved, with why.
     failed: Vec<(Arc<str>, String)>,
+    /// Events received from the collector for this batch (counted in flight until written).
+    received: u64,
 }
 
 /// Resolved batches waiting for the writing half: one, so that resolving
@@ -212,10 +236,11 @@ async fn resolve_batches(
             }
         }
         let span = info_span!("enricher.resolve", events = events.len(), files = outcomes.len());
-        let mut batch = Resolved { events, updates: Vec::new(), keys, outcomes, failed: Vec::new() };
+        let received = events.len() as u64;
+        let mut batch = Resolved { events, updates: Vec::new(), keys, outcomes, failed: Vec::new(), received };
         if let Some(identity) = &ports.identity {
-            match resolve(config, identity, sessions, &mut batch.events, stats).instrument(span).await {
-                Ok(settled) => batch.updates = settled,
+            match resolve(config, identity, sessions, &mut batch.events, stats, &mut batch.updates).instrument(span).await {
+                Ok(()) => {}
                 Err(e) => {
                     error!(error = %e, events = batch.events.len(), "identity resolution failed; the files will be read again");
                     batch.failed = batch.keys.iter().map(|key| (key.clone(), format!("identity resolution failed: {e}"))).collect();
@@ -223,7 +248,8 @@ async fn resolve_batches(
                 }
             }
         }
-        if tx.send(batch).await.is_err() {
+        if let Err(lost) = tx.send(batch).await {
+            stats.let_go(lost.0.received);
             error!("the enricher's writer is gone; unrecorded files will be read again");
             return;
         }
@@ -240,7 +266,10 @@ async fn resolve_batches(
 async fn write_batches(config: EnricherConfig, ports: EnricherPorts, mut rx: mpsc::Receiver<Resolved>, stats: Arc<PipelineStats>) {
     let mut failed: HashMap<Arc<str>, String> = HashMap::new();
     let mut alerting = ports.alerts.clone().map(alerting::Alerting::new);
-    while let Some(Resolved { events, updates, keys, mut outcomes, failed: unresolved }) = rx.recv().await {
+    // Origin updates a failed write left over, tried again with the next batch.
+    let mut carried: Vec<OriginUpdate> = Vec::new();
+    let mut carried_tries = 0;
+    while let Some(Resolved { events, updates, keys, mut outcomes, failed: unresolved, received }) = rx.recv().await {
         failed.extend(unresolved);
         let span = info_span!("enricher.write", events = events.len(), files = outcomes.len());
         async {
@@ -249,7 +278,7 @@ async fn write_batches(config: EnricherConfig, ports: EnricherPorts, mut rx: mps
             if !events.is_empty() {
                 let count = events.len() as u64;
                 let batch: Arc<[Event]> = events.into();
-                let result = with_retries(&config, "history append", || ports.history.append(batch.clone())).await;
+                let result = with_deadline(&config, &stats, "history append", || ports.history.append(batch.clone())).await;
                 match result {
                     Ok(report) => {
                         PipelineStats::add(&stats.history_writes, 1);
@@ -266,11 +295,30 @@ async fn write_batches(config: EnricherConfig, ports: EnricherPorts, mut rx: mps
                     }
                 }
             }
-            let updates: Arc<[OriginUpdate]> = updates.into();
+            let updates: Arc<[OriginUpdate]> = if carried.is_empty() {
+                updates.into()
+            } else {
+                // Older updates first: an event updated twice keeps the newer origin.
+                std::mem::take(&mut carried).into_iter().chain(updates).collect()
+            };
             if !updates.is_empty() {
-                match with_retries(&config, "origin update", || ports.history.set_origins(updates.clone())).await {
-                    Ok(n) => PipelineStats::add(&stats.origins_updated, n),
-                    Err(e) => error!(error = %e, updates = updates.len(), "updating origins of stored events failed"),
+                match with_deadline(&config, &stats, "origin update", || ports.history.set_origins(updates.clone())).await {
+                    Ok(n) => {
+                        carried_tries = 0;
+                        PipelineStats::add(&stats.origins_updated, n)
+                    }
+                    // The events these settle were taken from the pending set: dropped
+                    // here, they would keep their earlier origin for good. Even after
+                    // a permanent error they are tried again, a few batches on.
+                    Err(e) if updates.len() <= MAX_CARRIED && carried_tries < MAX_CARRIED_TRIES => {
+                        carried_tries += 1;
+                        error!(error = %e, updates = updates.len(), tries = carried_tries, "updating origins of stored events failed; trying again with the next batch");
+                        carried = updates.to_vec();
+                    }
+                    Err(e) => {
+                        carried_tries = 0;
+                        error!(error = %e, updates = updates.len(), "updating origins of stored events failed; they keep their earlier origin")
+                    }
                 }
             }
             stats.stages.since(Stage::Store, started);
@@ -284,6 +332,7 @@ async fn write_batches(config: EnricherConfig, ports: EnricherPorts, mut rx: mps
             }
             for outcome in &mut outcomes {
                 if let Some(reason) = failed.remove(outcome.key.as_str()) {
+                    PipelineStats::add(&stats.files_store_failed, 1);
                     outcome.status = FileStatus::Failed;
                     outcome.error = Some(reason);
                 }
@@ -293,17 +342,37 @@ async fn write_batches(config: EnricherConfig, ports: EnricherPorts, mut rx: mps
                 let files = outcomes.len();
                 let outcomes: Arc<[FileOutcome]> = outcomes.into();
                 let at = now_ms();
-                match with_retries(&config, "ledger record", || ports.checkpoints.record(outcomes.clone(), at)).await {
+                match with_deadline(&config, &stats, "ledger record", || ports.checkpoints.record(outcomes.clone(), at)).await {
                     Ok(()) => stats.ingest.files_recorded(&outcomes, now_ms()),
                     Err(e) => error!(files, first = %outcomes[0].key, error = %e, "recording files in the ledger failed; they will be read again"),
                 }
                 stats.stages.since(Stage::Ledger, started);
             }
+            stats.let_go(received);
         }
         .instrument(span)
         .await;
     }
+    if let Some(alerting) = &mut alerting {
+        alerting.flush(&config, &stats).await;
+    }
+    if !carried.is_empty() {
+        let updates: Arc<[OriginUpdate]> = carried.into();
+        match with_deadline(&config, &stats, "origin update", || ports.history.set_origins(updates.clone())).await {
+            Ok(n) => PipelineStats::add(&stats.origins_updated, n),
+            Err(e) => {
+                error!(error = %e, updates = updates.len(), "updating origins of stored events failed at the end of the run; they keep their earlier origin")
+            }
+        }
+    }
 }
+
+/// Origin updates carried to the next batch at most when history refuses
+/// them (about 1 KB each); past it they are dropped, with an error.
+const MAX_CARRIED: usize = 100_000;
+
+/// Batches in a row that carry refused origin updates before they are dropped.
+const MAX_CARRIED_TRIES: u32 = 20;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ mod alerts;
 mod api;
 mod bad_input;
 mod crash;
+mod faults;
 mod harness;
 mod identity;
 mod ingest;

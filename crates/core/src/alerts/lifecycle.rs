@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use super::{Alert, AlertChange, AlertStatus, AlertStore, Detection, EventRef, Transition, TransitionKind};
 use crate::identity::{Confidence, Origin};
+use crate::interpose::Port;
 use crate::ports::{OriginUpdate, PortError};
+use crate::retry::{Retrier, RetryPolicy};
 use crate::time::EpochMillis;
 
 /// How the lifecycle keeps alerts.
@@ -39,11 +41,14 @@ pub struct LifecycleConfig {
     pub max_attempts: u32,
     /// Quiet alerts resolved per write by [`Lifecycle::sweep`] (at least 1).
     pub sweep_batch: usize,
+    /// How each store call is retried after a retryable error (with no
+    /// time limit: a commit is not abandoned half-way).
+    pub retry: RetryPolicy,
 }
 
 impl Default for LifecycleConfig {
     fn default() -> Self {
-        LifecycleConfig { max_samples: 20, max_attempts: 5, sweep_batch: 500 }
+        LifecycleConfig { max_samples: 20, max_attempts: 5, sweep_batch: 500, retry: RetryPolicy::default() }
     }
 }
 
@@ -70,6 +75,10 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// A lifecycle writing to `store` and queueing notifications for each of `sinks`.
     pub fn new(store: Arc<dyn AlertStore>, sinks: Vec<String>, config: LifecycleConfig) -> Self {
+        // One change of one alert costs several store calls: each is
+        // retried, so one transient error does not fail them all. Not the
+        // commit: a conflict is redone on the new state (`max_attempts`).
+        let store = Port::wrap("alerts", store, Retrier::except(RetryPolicy { timeout: None, ..config.retry }, &["commit"]));
         Lifecycle { store, sinks, config }
     }
 

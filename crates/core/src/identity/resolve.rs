@@ -21,11 +21,24 @@
 //! an instance profile, `sourceIdentity`) is shown meanwhile is the
 //! [`FallbackPolicy`]; it becomes final only once the pending bound has
 //! passed (see [`super::PendingSet`]).
+//!
+//! An archive that fails or does not answer within
+//! [`ResolverConfig::archive_timeout`] answers nothing: the keys it was asked
+//! stay unknown (not cached as missing), the actors that need them wait on
+//! them, and the keys are remembered as deferred ([`Resolver::deferred`]) so
+//! they are asked again once [`ResolverConfig::archive_retry`] has passed. Until
+//! then the archive is not asked at all, so a failing Athena costs one query
+//! per retry interval, not one per batch.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use crate::interpose::Port;
+use crate::retry::{Retrier, RetryPolicy};
 
 use super::origin::{self, Step};
 use super::{
@@ -64,6 +77,14 @@ pub struct ResolverConfig {
     /// owner's copy of that call waiting until the pending bound.
     pub shared_capacity_bytes: u64,
     pub shared_ttl: Duration,
+    /// The longest an archive search may take (an Athena query); past it the
+    /// search counts as failed and the keys stay unknown.
+    pub archive_timeout: Duration,
+    /// After the archive failed, how long before it is asked again.
+    pub archive_retry: Duration,
+    /// How each session-store call is retried (reads, and idempotent
+    /// writes: safe to abandon after the time limit).
+    pub store_retry: RetryPolicy,
 }
 
 impl Default for ResolverConfig {
@@ -77,6 +98,9 @@ impl Default for ResolverConfig {
             // cross-account calls of hours of a big organization's trail.
             shared_capacity_bytes: 256 << 20,
             shared_ttl: Duration::from_secs(6 * 3600),
+            archive_timeout: Duration::from_secs(300),
+            archive_retry: Duration::from_secs(60),
+            store_retry: RetryPolicy { timeout: Some(Duration::from_secs(120)), ..RetryPolicy::default() },
         }
     }
 }
@@ -185,6 +209,10 @@ pub struct ResolverStats {
     pub archive_queries: u64,
     /// Sessions the archive found (and the store was given).
     pub archive_found: u64,
+    /// Archive searches that failed or did not answer in time.
+    pub archive_failures: u64,
+    /// Keys waiting to be asked of the archive again.
+    pub archive_deferred: u64,
     /// Callers' copies of cross-account calls taken from the session the
     /// caller's copy recorded, after the shared-copy cache had let them go.
     pub copies_from_store: u64,
@@ -209,7 +237,20 @@ struct Counters {
     archive_lookups: AtomicU64,
     archive_queries: AtomicU64,
     archive_found: AtomicU64,
+    archive_failures: AtomicU64,
     copies_from_store: AtomicU64,
+}
+
+/// Keys held at most in [`Deferred`]; past it a key is asked again only when
+/// its events reach the pending bound.
+const MAX_DEFERRED: usize = 100_000;
+
+/// The keys an archive failure left unanswered, and when the archive may be
+/// asked again.
+#[derive(Default)]
+struct Deferred {
+    keys: HashSet<String>,
+    closed_until: Option<Instant>,
 }
 
 /// The other copy of a cross-account event: its caller, and when.
@@ -224,6 +265,8 @@ struct SharedCopy {
 struct Batch {
     found: HashMap<String, Vec<Arc<Session>>>,
     missing: HashSet<(String, EpochMillis)>,
+    /// Keys the archive could not answer for in this batch.
+    deferred: HashSet<String>,
 }
 
 impl Batch {
@@ -275,6 +318,7 @@ pub struct Resolver {
     config: ResolverConfig,
     watermark: AtomicI64,
     counters: Counters,
+    deferred: Mutex<Deferred>,
 }
 
 /// The caller being resolved: the actor's own, or one held by a session or shared copy.
@@ -345,6 +389,8 @@ fn hop(session: &Session) -> Hop {
 
 impl Resolver {
     pub fn new(store: Arc<dyn SessionStore>, archive: Option<Arc<dyn SessionArchive>>, config: ResolverConfig) -> Self {
+        // A batch makes many store calls: each is retried, so one transient error does not fail the batch.
+        let store = Port::wrap("sessions", store, Retrier::new(config.store_retry));
         let shared = moka::future::Cache::builder()
             .max_capacity(config.shared_capacity_bytes)
             .weigher(|id: &String, copy: &Arc<SharedCopy>| {
@@ -360,6 +406,7 @@ impl Resolver {
             config,
             watermark: AtomicI64::new(EpochMillis::MIN),
             counters: Counters::default(),
+            deferred: Mutex::new(Deferred::default()),
         }
     }
 
@@ -391,6 +438,8 @@ impl Resolver {
             archive_lookups: c.archive_lookups.load(Ordering::Relaxed),
             archive_queries: c.archive_queries.load(Ordering::Relaxed),
             archive_found: c.archive_found.load(Ordering::Relaxed),
+            archive_failures: c.archive_failures.load(Ordering::Relaxed),
+            archive_deferred: self.lock_deferred().keys.len() as u64,
             copies_from_store: c.copies_from_store.load(Ordering::Relaxed),
             cache: self.cache.stats(),
         }
@@ -440,6 +489,14 @@ impl Resolver {
     /// and time is looked up at most once per batch, and a session found for
     /// a key answers every later use of that key inside its window.
     pub async fn resolve_batch(&self, actors: &[Actor<'_>]) -> Result<Vec<Resolution>, PortError> {
+        Ok(self.resolve_batch_deferred(actors).await?.0)
+    }
+
+    /// [`Resolver::resolve_batch`], with the keys the archive could not
+    /// answer for (failed, timed out, or not asked while it recovers): the
+    /// actors waiting on one of them are waiting on the archive, not on a
+    /// session known to be missing.
+    pub async fn resolve_batch_deferred(&self, actors: &[Actor<'_>]) -> Result<(Vec<Resolution>, HashSet<String>), PortError> {
         self.remember_copies(actors).await;
         if let Some(newest) = actors.iter().map(|a| a.at).max() {
             self.observe(newest);
@@ -451,7 +508,34 @@ impl Resolver {
         for actor in actors {
             out.push(self.walk(*actor, &mut batch).await?);
         }
-        Ok(out)
+        Ok((out, batch.deferred))
+    }
+
+    fn lock_deferred(&self) -> std::sync::MutexGuard<'_, Deferred> {
+        self.deferred.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the keys an archive failure left unanswered, once the archive
+    /// may be asked again (none before then): the events waiting on them are
+    /// worth resolving again. A key the archive fails on again comes back.
+    pub fn take_deferred(&self) -> Vec<String> {
+        let mut deferred = self.lock_deferred();
+        if deferred.closed_until.is_some_and(|until| Instant::now() < until) {
+            return Vec::new();
+        }
+        deferred.keys.drain().collect()
+    }
+
+    /// Remembers keys to ask the archive again (after a failed retry).
+    pub fn defer(&self, keys: Vec<String>) {
+        let mut deferred = self.lock_deferred();
+        let room = MAX_DEFERRED.saturating_sub(deferred.keys.len());
+        deferred.keys.extend(keys.into_iter().take(room));
+    }
+
+    /// Whether the archive is being left alone after a failure.
+    fn archive_resting(&self) -> bool {
+        self.lock_deferred().closed_until.is_some_and(|until| Instant::now() < until)
     }
 
     /// Remembers, by `sharedEventID`, the callers of cross-account events,
@@ -658,6 +742,46 @@ impl Resolver {
     /// What the batch memo, the cache and the store know of `key` at `at`.
     /// A session found is remembered in the memo (and, from the store, in
     /// the cache); an unknown key is left for [`Resolver::search_archive`].
+    /// One archive search, bounded in time. None when the archive is resting
+    /// or fails: the keys are deferred, in the batch (so the walk treats
+    /// them as missing for now) and in the resolver (to be asked again).
+    async fn ask_archive(&self, archive: &dyn SessionArchive, wanted: &[(String, EpochMillis)], batch: &mut Batch) -> Option<Vec<Session>> {
+        if batch.deferred.is_empty() && !self.archive_resting() {
+            self.counters.archive_queries.fetch_add(1, Ordering::Relaxed);
+            self.counters.archive_lookups.fetch_add(wanted.len() as u64, Ordering::Relaxed);
+            let limit = self.config.archive_timeout;
+            let answer = match tokio::time::timeout(limit, archive.find_many(wanted)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(PortError::backend("session archive", format!("no answer within {} s", limit.as_secs_f64()), true)),
+            };
+            match answer {
+                Ok(found) => {
+                    self.counters.archive_found.fetch_add(found.len() as u64, Ordering::Relaxed);
+                    let mut deferred = self.lock_deferred();
+                    deferred.closed_until = None;
+                    for (key, _) in wanted {
+                        deferred.keys.remove(key);
+                    }
+                    return Some(found);
+                }
+                Err(e) => {
+                    self.counters.archive_failures.fetch_add(1, Ordering::Relaxed);
+                    warn!(error = %e, keys = wanted.len(), first = %wanted[0].0, retry_in_s = self.config.archive_retry.as_secs_f64(), "the session archive did not answer; the events that need it wait");
+                    self.lock_deferred().closed_until = Some(Instant::now() + self.config.archive_retry);
+                }
+            }
+        }
+        let mut deferred = self.lock_deferred();
+        for (key, at) in wanted {
+            batch.missing.insert((key.clone(), *at));
+            batch.deferred.insert(key.clone());
+            if deferred.keys.len() < MAX_DEFERRED {
+                deferred.keys.insert(key.clone());
+            }
+        }
+        None
+    }
+
     async fn known(&self, key: &str, at: EpochMillis, batch: &mut Batch) -> Result<Known, PortError> {
         if let Some(found) = batch.found(key, at) {
             self.counters.batch_reuses.fetch_add(1, Ordering::Relaxed);
@@ -702,10 +826,9 @@ impl Resolver {
     async fn search_archive(&self, wanted: &[(String, EpochMillis)], batch: &mut Batch) -> Result<Vec<Arc<Session>>, PortError> {
         let found: Vec<Arc<Session>> = match &self.archive {
             Some(archive) if !wanted.is_empty() => {
-                self.counters.archive_queries.fetch_add(1, Ordering::Relaxed);
-                self.counters.archive_lookups.fetch_add(wanted.len() as u64, Ordering::Relaxed);
-                let found = archive.find_many(wanted).await?;
-                self.counters.archive_found.fetch_add(found.len() as u64, Ordering::Relaxed);
+                let Some(found) = self.ask_archive(archive.as_ref(), wanted, batch).await else {
+                    return Ok(Vec::new());
+                };
                 if !found.is_empty() {
                     self.store.put(found.clone().into()).await?;
                 }
@@ -739,14 +862,14 @@ fn opt(value: &Option<String>) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::memory::MemorySessionStore;
     use async_trait::async_trait;
 
     const T0: EpochMillis = 1_710_000_000_000;
 
-    fn user() -> Caller {
+    pub(crate) fn user() -> Caller {
         Caller {
             identity_type: "IAMUser".into(),
             arn: Some("arn:aws:iam::508917263341:user/maria".into()),
@@ -760,7 +883,7 @@ mod tests {
         Caller { identity_type: "AssumedRole".into(), account_id: Some("508917263341".into()), access_key_id: Some(key.into()), ..Caller::default() }
     }
 
-    fn session(key: &str, issued_at: EpochMillis) -> Session {
+    pub(crate) fn session(key: &str, issued_at: EpochMillis) -> Session {
         Session {
             access_key_id: key.into(),
             issued_at,

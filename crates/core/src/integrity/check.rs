@@ -1,6 +1,6 @@
 //! Checking one digest, and settling what it changes (see the module's doc).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use super::keys::{hex_encode, PublicKeys, SignatureCheck};
 use super::{DigestFile, DigestRecord, FileState, Finding, FindingKind, IntegrityStore, ListedFile, SignatureSource};
 use crate::alerts::{AlertStatus, AlertStore, Detection, EventRef, Lifecycle};
 use crate::ports::{LogSource, PortError};
+use crate::retry::{retry, RetryCounters, RetryPolicy};
 use crate::time::{format_utc, EpochMillis};
 
 /// The built-in alert's rule id.
@@ -61,7 +62,16 @@ pub struct CheckReport {
 pub struct IntegrityChecker {
     ports: IntegrityPorts,
     settle: tokio::sync::Mutex<()>,
+    retry: RetryPolicy,
+    retries: RetryCounters,
+    /// Per account and region, the file times of digests being checked, or
+    /// whose check failed in this process (and has not succeeded since): the
+    /// hours they cover are not a gap, only not checked yet.
+    unchecked: std::sync::Mutex<HashMap<(String, String), BTreeSet<EpochMillis>>>,
 }
+
+/// Digests remembered as unchecked at most per account and region.
+const MAX_UNCHECKED: usize = 10_000;
 
 /// A fetched object: the hex SHA-256 of its uncompressed content, and the content if asked for.
 struct Fetched {
@@ -71,7 +81,51 @@ struct Fetched {
 
 impl IntegrityChecker {
     pub fn new(ports: IntegrityPorts) -> Self {
-        IntegrityChecker { ports, settle: tokio::sync::Mutex::new(()) }
+        // A digest check makes dozens of port calls (every listed file is
+        // read), so one transient error must not fail it: each call is retried.
+        let retry = RetryPolicy { timeout: Some(std::time::Duration::from_secs(120)), ..RetryPolicy::default() };
+        IntegrityChecker { ports, settle: tokio::sync::Mutex::new(()), retry, retries: RetryCounters::default(), unchecked: Default::default() }
+    }
+
+    /// Retries each port call with `policy`. Its time limit applies to reads
+    /// (objects, signatures, the store's reads) only: writes are not
+    /// abandoned half-way (a reconcile whose answer was lost would not
+    /// report the findings it opened).
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Tells the checker a digest of `account_id` and `region` with this
+    /// file time exists and will be checked (a scan found it new, or failed
+    /// before): until its check succeeds, the hours it covers are no gap.
+    pub fn expect(&self, account_id: &str, region: &str, file_time: EpochMillis) {
+        let mut unchecked = self.unchecked.lock().unwrap_or_else(|p| p.into_inner());
+        let times = unchecked.entry((account_id.to_owned(), region.to_owned())).or_default();
+        if times.len() < MAX_UNCHECKED {
+            times.insert(file_time);
+        }
+    }
+
+    /// Port calls retried and given up on, for metrics.
+    pub fn retries(&self) -> &RetryCounters {
+        &self.retries
+    }
+
+    async fn read<T, F, Fut>(&self, what: &str, op: F) -> Result<T, PortError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, PortError>>,
+    {
+        retry(&self.retry, &self.retries, what, op).await
+    }
+
+    async fn write<T, F, Fut>(&self, what: &str, op: F) -> Result<T, PortError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, PortError>>,
+    {
+        retry(&RetryPolicy { timeout: None, ..self.retry }, &self.retries, what, op).await
     }
 
     pub fn ports(&self) -> &IntegrityPorts {
@@ -80,7 +134,7 @@ impl IntegrityChecker {
 
     /// Reads an object and hashes its uncompressed content; None when it does not exist.
     async fn fetch(&self, key: &str, keep: bool) -> Result<Option<Fetched>, PortError> {
-        let body = match self.ports.source.open(key).await {
+        let body = match self.read("integrity: opening an object", || self.ports.source.open(key)).await {
             Ok(body) => body,
             Err(PortError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -108,6 +162,21 @@ impl IntegrityChecker {
     /// time `file_time`), records what it found, and settles findings and
     /// alerts. A digest that is gone by now is left alone.
     pub async fn check_digest(&self, key: &str, account_id: &str, region: &str, file_time: EpochMillis, now: EpochMillis) -> Result<CheckReport, PortError> {
+        let place = (account_id.to_owned(), region.to_owned());
+        // Unchecked from now until its check succeeds: a check of a later
+        // digest running meanwhile does not take these hours for a gap.
+        self.expect(account_id, region, file_time);
+        let checked = self.check_one(key, account_id, region, file_time, now).await;
+        if checked.is_ok() {
+            let mut unchecked = self.unchecked.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(times) = unchecked.get_mut(&place) {
+                times.remove(&file_time);
+            }
+        }
+        checked
+    }
+
+    async fn check_one(&self, key: &str, account_id: &str, region: &str, file_time: EpochMillis, now: EpochMillis) -> Result<CheckReport, PortError> {
         let Some(fetched) = self.fetch(key, true).await? else {
             return Ok(CheckReport::default());
         };
@@ -142,15 +211,15 @@ impl IntegrityChecker {
                     files: 0,
                     checked_at: now,
                 };
-                self.ports.store.record_digest(record, vec![]).await?;
-                return self.settle(account_id, region, checked, report, now).await;
+                self.write("integrity: recording a digest", || self.ports.store.record_digest(record.clone(), vec![])).await?;
+                return self.settle(account_id, region, checked, report, (file_time, now)).await;
             }
         };
         let location = digest.location();
         let wrong_place = digest.digest_s3_object != key || digest.aws_account_id != account_id;
 
         // The signature.
-        let signature = self.ports.signatures.signature(key).await?;
+        let signature = self.read("integrity: reading a signature", || self.ports.signatures.signature(key)).await?;
         let check = self.ports.keys.check(digest.fingerprint(), &digest.signing_string(&fetched.sha256), signature.as_deref());
         let signature_state = match &check {
             SignatureCheck::Valid => "valid".to_owned(),
@@ -231,8 +300,8 @@ impl IntegrityChecker {
             files: files.len() as u64,
             checked_at: now,
         };
-        self.ports.store.record_digest(record, files).await?;
-        self.settle(account_id, region, checked, report, now).await
+        self.write("integrity: recording a digest", || self.ports.store.record_digest(record.clone(), files.clone())).await?;
+        self.settle(account_id, region, checked, report, (file_time, now)).await
     }
 
     /// Settles the digest's findings, looks again at the account and
@@ -243,14 +312,15 @@ impl IntegrityChecker {
         region: &str,
         checked: Vec<(FindingKind, String)>,
         mut report: CheckReport,
-        now: EpochMillis,
+        (own_time, now): (EpochMillis, EpochMillis),
     ) -> Result<CheckReport, PortError> {
         let _serial = self.settle.lock().await;
         let store = &self.ports.store;
-        report.opened = store.reconcile(account_id, region, checked, report.findings.clone(), now).await?;
+        report.opened =
+            self.write("integrity: reconciling findings", || store.reconcile(account_id, region, checked.clone(), report.findings.clone(), now)).await?;
 
         // Files missing or different before: here now, or back to what was hashed?
-        let problems = store.problem_files(account_id, region).await?;
+        let problems = self.read("integrity: reading problem files", || store.problem_files(account_id, region)).await?;
         let mine: HashSet<&str> = report.findings.iter().map(|f| f.subject.as_str()).collect();
         let mut again = Vec::new();
         let mut found = Vec::new();
@@ -268,23 +338,34 @@ impl IntegrityChecker {
         }
         if !again.is_empty() {
             // Keep the digest location and time the finding was first raised with.
-            let open = store.open_findings(Some(account_id), Some(region)).await?;
+            let open = self.read("integrity: reading open findings", || store.open_findings(Some(account_id), Some(region))).await?;
             for f in &mut found {
                 if let Some(before) = open.iter().find(|o| o.subject == f.subject) {
                     f.digest.clone_from(&before.digest);
                     f.at = before.at;
                 }
             }
-            store.update_files(again).await?;
-            report.opened.extend(store.reconcile(account_id, region, rechecked, found, now).await?);
+            self.write("integrity: updating files", || store.update_files(again.clone())).await?;
+            report
+                .opened
+                .extend(self.write("integrity: reconciling findings", || store.reconcile(account_id, region, rechecked.clone(), found.clone(), now)).await?);
         }
 
         // Hours without a digest between the first and the last.
-        let spans = store.digest_spans(account_id, region).await?;
+        let spans = self.read("integrity: reading digest spans", || store.digest_spans(account_id, region)).await?;
         let mut gaps = Vec::new();
+        let unchecked: Vec<EpochMillis> = self
+            .unchecked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(account_id.to_owned(), region.to_owned()))
+            .map(|t| t.iter().copied().filter(|t| *t != own_time).collect())
+            .unwrap_or_default();
         for pair in spans.windows(2) {
             let ((_, _, prev_end), (next_location, next_start, _)) = (&pair[0], &pair[1]);
-            if *next_start > prev_end + GAP_TOLERANCE {
+            // A digest of these hours exists but its check failed: not a gap (yet).
+            let pending_check = unchecked.iter().any(|t| *prev_end < *t && *t <= next_start + HOUR);
+            if *next_start > prev_end + GAP_TOLERANCE && !pending_check {
                 let hours = (next_start - prev_end + HOUR / 2) / HOUR;
                 gaps.push(Finding {
                     kind: FindingKind::DigestGap,
@@ -297,15 +378,17 @@ impl IntegrityChecker {
                 });
             }
         }
-        let open_gaps: Vec<(FindingKind, String)> = store
-            .open_findings(Some(account_id), Some(region))
+        let open_gaps: Vec<(FindingKind, String)> = self
+            .read("integrity: reading open findings", || store.open_findings(Some(account_id), Some(region)))
             .await?
             .into_iter()
             .filter(|f| f.kind == FindingKind::DigestGap)
             .map(|f| (f.kind, f.subject))
             .chain(gaps.iter().map(|g| (g.kind, g.subject.clone())))
             .collect();
-        report.opened.extend(store.reconcile(account_id, region, open_gaps, gaps, now).await?);
+        report
+            .opened
+            .extend(self.write("integrity: reconciling findings", || store.reconcile(account_id, region, open_gaps.clone(), gaps.clone(), now)).await?);
 
         if let Some(alerts) = &self.ports.alerts {
             report.alerts_resolved = self.raise(alerts, account_id, region, &report.opened, now).await?;
@@ -316,13 +399,20 @@ impl IntegrityChecker {
     /// Raises the opened findings; resolves the alerts of kinds with no open finding left.
     async fn raise(&self, alerts: &IntegrityAlerts, account_id: &str, region: &str, opened: &[Finding], now: EpochMillis) -> Result<u64, PortError> {
         let detections: Vec<Detection> = opened.iter().map(|f| detection(f, now)).collect();
-        alerts.lifecycle.apply(&detections, now).await?;
-        let still_open: BTreeSet<FindingKind> = self.ports.store.open_findings(Some(account_id), Some(region)).await?.into_iter().map(|f| f.kind).collect();
+        self.write("integrity: raising alerts", || alerts.lifecycle.apply(&detections, now)).await?;
+        let still_open: BTreeSet<FindingKind> = self
+            .read("integrity: reading open findings", || self.ports.store.open_findings(Some(account_id), Some(region)))
+            .await?
+            .into_iter()
+            .map(|f| f.kind)
+            .collect();
         let cleared: Vec<String> = FindingKind::ALL.iter().filter(|k| !still_open.contains(k)).map(|k| dedup_key(account_id, region, *k)).collect();
         let mut resolved = 0;
-        for alert in alerts.store.current(&cleared).await?.into_values().filter(|a| a.status != AlertStatus::Resolved) {
+        for alert in
+            self.read("integrity: reading alerts", || alerts.store.current(&cleared)).await?.into_values().filter(|a| a.status != AlertStatus::Resolved)
+        {
             let note = format!("every finding of this kind in {account_id} {region} cleared at the last check");
-            match alerts.lifecycle.resolve(&alert.id, CHECKER_NAME, Some(&note), now).await {
+            match self.write("integrity: resolving an alert", || alerts.lifecycle.resolve(&alert.id, CHECKER_NAME, Some(&note), now)).await {
                 Ok(_) => resolved += 1,
                 // Resolved meanwhile (by a person): nothing left to do.
                 Err(PortError::Invalid { .. }) => {}

@@ -6,6 +6,18 @@
 //! management or delegated-administrator account, with an external id).
 //! Credentials come from the default chain (environment, profile, SSO, web
 //! identity, ECS task role, instance profile).
+//!
+//! Every client gets the same [`ClientLimits`], so that a stalled request
+//! cannot hang a service: a connect timeout, a timeout per attempt (an SQS
+//! long poll gets its wait on top, see [`crate::sqs::Queue::receive`]) and
+//! one for the whole call with its retries; and the SDK's standard retry
+//! mode: up to `max_attempts` tries of a throttled, failed (5xx), reset or
+//! timed-out request, each after an exponential backoff with full jitter,
+//! drawn from a retry quota that empties while a service keeps failing (so
+//! a long outage costs no retry storm: the calls fail fast, and the
+//! services' own retries, the enricher's `with_retries` and SQS redelivery,
+//! take over). [`ApiCalls`] counts every attempt, every retry and every
+//! failed attempt by kind, for `/metrics`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,8 +30,13 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
+use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
+use std::time::Duration;
 
 use crate::error::{classify, AwsResult};
 
@@ -54,6 +71,48 @@ pub struct AwsSettings {
     pub credentials: Option<StaticCredentials>,
     /// The role the Organizations client assumes, if any.
     pub organizations_role: Option<AssumeRole>,
+    /// Timeouts and retries of every request.
+    pub limits: ClientLimits,
+}
+
+/// How long a request may take and how often it is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// To open a connection.
+    pub connect: Duration,
+    /// One attempt, from sending to the answer's headers (an SQS long poll
+    /// adds its wait).
+    pub attempt: Duration,
+    /// One call, all its attempts and backoffs together.
+    pub operation: Duration,
+    /// Tries of one call, the first included (standard retry mode).
+    pub max_attempts: u32,
+    /// The first retry waits up to this long (full jitter), doubling per retry up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            connect: Duration::from_millis(3100),
+            attempt: Duration::from_secs(30),
+            operation: Duration::from_secs(120),
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ClientLimits {
+    fn timeouts(&self) -> TimeoutConfig {
+        TimeoutConfig::builder().connect_timeout(self.connect).operation_attempt_timeout(self.attempt).operation_timeout(self.operation).build()
+    }
+
+    fn retries(&self) -> RetryConfig {
+        RetryConfig::standard().with_max_attempts(self.max_attempts.max(1)).with_initial_backoff(self.initial_backoff).with_max_backoff(self.max_backoff)
+    }
 }
 
 /// An access key pair given directly, for emulators and tests.
@@ -85,28 +144,104 @@ pub struct CallerIdentity {
 }
 
 /// Requests sent to AWS, by service and operation (`DynamoDB:BatchWriteItem`),
-/// each attempt counted (a retry is a request AWS bills). Shared by every
-/// client of one [`Clients`]; `/metrics` and the cost benchmark read it.
+/// each attempt counted (a retry is a request AWS bills); the retries among
+/// them; and the attempts that failed, by kind. Shared by every client of
+/// one [`Clients`]; `/metrics` and the cost benchmark read it.
 #[derive(Debug, Default, Clone)]
 pub struct ApiCalls {
-    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    counts: Arc<Mutex<Tallies>>,
+}
+
+#[derive(Debug, Default)]
+struct Tallies {
+    attempts: BTreeMap<String, u64>,
+    retries: BTreeMap<String, u64>,
+    errors: BTreeMap<(String, AttemptError), u64>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AttemptError {
+    /// The service asked to slow down (`SlowDown`, `ProvisionedThroughputExceededException`, HTTP 429, …).
+    Throttling,
+    /// HTTP 5xx.
+    Server,
+    /// Another answer with an error (HTTP 4xx: missing resources, failed conditions, validation).
+    Client,
+    /// No answer in time (the attempt or the connect timeout).
+    Timeout,
+    /// The connection failed or was reset before an answer.
+    Connection,
+    /// Anything else (an answer that could not be read).
+    Other,
+}
+
+impl AttemptError {
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptError::Throttling => "throttling",
+            AttemptError::Server => "server_error",
+            AttemptError::Client => "client_error",
+            AttemptError::Timeout => "timeout",
+            AttemptError::Connection => "connection",
+            AttemptError::Other => "other",
+        }
+    }
 }
 
 impl ApiCalls {
-    /// Calls so far, by `Service:Operation`.
+    /// Attempts so far, by `Service:Operation`.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().map(|c| c.clone()).unwrap_or_default()
+        self.counts.lock().map(|c| c.attempts.clone()).unwrap_or_default()
     }
 
     pub fn total(&self) -> u64 {
         self.snapshot().values().sum()
     }
 
-    fn count(&self, name: String) {
+    /// Attempts after the first of a call (retries), by `Service:Operation`.
+    pub fn retries(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().map(|c| c.retries.clone()).unwrap_or_default()
+    }
+
+    /// Attempts that failed, by `Service:Operation` and why.
+    pub fn errors(&self) -> BTreeMap<(String, AttemptError), u64> {
+        self.counts.lock().map(|c| c.errors.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, name: String, retry: bool) {
         if let Ok(mut counts) = self.counts.lock() {
-            *counts.entry(name).or_insert(0) += 1;
+            if retry {
+                *counts.retries.entry(name.clone()).or_insert(0) += 1;
+            }
+            *counts.attempts.entry(name).or_insert(0) += 1;
         }
     }
+
+    fn count_error(&self, name: String, kind: AttemptError) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.errors.entry((name, kind)).or_insert(0) += 1;
+        }
+    }
+}
+
+/// Error codes that mean "too many requests".
+fn is_throttling_code(code: &str) -> bool {
+    ["Throttl", "SlowDown", "TooManyRequests", "ProvisionedThroughputExceeded", "RequestLimitExceeded", "BandwidthLimitExceeded"]
+        .iter()
+        .any(|c| code.contains(c))
+}
+
+/// The error code of an answer's body: S3's and the query protocol's
+/// `<Code>`, or the JSON protocols' `__type` (after its `#`).
+fn error_code(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    if let Some(rest) = text.split("<Code>").nth(1) {
+        return rest.split("</Code>").next().map(str::to_owned);
+    }
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let code = value.get("__type").or_else(|| value.get("code")).and_then(serde_json::Value::as_str)?;
+    Some(code.rsplit('#').next().unwrap_or(code).to_owned())
 }
 
 impl Intercept for ApiCalls {
@@ -121,7 +256,34 @@ impl Intercept for ApiCalls {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
-            self.count(format!("{}:{}", meta.service(), meta.name()));
+            let retry = cfg.load::<RequestAttempts>().is_some_and(|a| a.attempts() > 1);
+            self.count(format!("{}:{}", meta.service(), meta.name()), retry);
+        }
+        Ok(())
+    }
+
+    fn read_after_attempt(&self, context: &FinalizerInterceptorContextRef<'_>, _components: &RuntimeComponents, cfg: &mut ConfigBag) -> Result<(), BoxError> {
+        let Some(Err(error)) = context.output_or_error() else { return Ok(()) };
+        let kind = match context.response() {
+            Some(response) => {
+                let status = response.status().as_u16();
+                let code = response.body().bytes().and_then(error_code);
+                if status == 429 || code.as_deref().is_some_and(is_throttling_code) {
+                    AttemptError::Throttling
+                } else if status >= 500 {
+                    AttemptError::Server
+                } else if status >= 400 {
+                    AttemptError::Client
+                } else {
+                    AttemptError::Other
+                }
+            }
+            None if error.is_timeout_error() || error.as_connector_error().is_some_and(|c| c.is_timeout()) => AttemptError::Timeout,
+            None if error.is_connector_error() => AttemptError::Connection,
+            None => AttemptError::Other,
+        };
+        if let Some(meta) = cfg.load::<Metadata>() {
+            self.count_error(format!("{}:{}", meta.service(), meta.name()), kind);
         }
         Ok(())
     }
@@ -146,7 +308,7 @@ pub struct Clients {
 impl Clients {
     /// Loads the shared configuration and builds every client.
     pub async fn connect(settings: &AwsSettings) -> AwsResult<Clients> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(settings.limits.timeouts()).retry_config(settings.limits.retries());
         if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }

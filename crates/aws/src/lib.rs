@@ -11,6 +11,7 @@ pub mod athena;
 pub mod clients;
 pub mod dynamo;
 pub mod error;
+pub mod faults;
 pub mod history;
 pub mod member;
 pub mod moto;

@@ -128,6 +128,7 @@ server.main(['-H', '127.0.0.1', '-p', sys.argv[1]])";
             endpoint_url: Some(self.endpoint()),
             credentials: Some(StaticCredentials::test()),
             organizations_role: None,
+            limits: Default::default(),
         }
     }
 

@@ -279,7 +279,18 @@ impl Queue {
     /// Receives up to `max` (1 to 10) messages, waiting up to `wait` (long
     /// polling, at most 20 s) for the first, hidden from other receivers for
     /// `visibility`.
+    /// The clients' attempt timeout is for an answer that comes at once; a
+    /// long poll's attempt gets the wait on top of it.
     pub async fn receive(&self, max: i32, wait: Duration, visibility: Duration) -> AwsResult<Vec<Received>> {
+        let wait = wait.min(MAX_WAIT);
+        let timeouts = self.client.config().timeout_config().cloned().unwrap_or_else(|| aws_sdk_sqs::config::timeout::TimeoutConfig::builder().build());
+        let mut longer = aws_sdk_sqs::config::timeout::TimeoutConfig::builder();
+        if let Some(attempt) = timeouts.operation_attempt_timeout() {
+            longer = longer.operation_attempt_timeout(attempt + wait);
+        }
+        if let Some(operation) = timeouts.operation_timeout() {
+            longer = longer.operation_timeout(operation + wait);
+        }
         let out = self
             .client
             .receive_message()
@@ -288,6 +299,8 @@ impl Queue {
             .wait_time_seconds(seconds(wait, MAX_WAIT))
             .visibility_timeout(seconds(visibility, MAX_VISIBILITY))
             .message_system_attribute_names(MessageSystemAttributeName::All)
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(longer.build()))
             .send()
             .await
             .map_err(|e| classify(&self.what("ReceiveMessage"), e))?;

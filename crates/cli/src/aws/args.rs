@@ -59,6 +59,18 @@ pub struct AwsOptions {
     /// Address of `/metrics` and `/healthz` (collector and enricher).
     #[arg(long, env = "TRAILWATCH_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Seconds one attempt of an AWS request may take before it is abandoned and tried again (an SQS long poll adds its wait).
+    #[arg(long, env = "TRAILWATCH_AWS_ATTEMPT_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=900))]
+    pub aws_attempt_timeout: u64,
+    /// Tries of one AWS request, the first included (throttling, 5xx, resets and timeouts are tried again, with backoff and jitter).
+    #[arg(long, env = "TRAILWATCH_AWS_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub aws_max_attempts: u32,
+    /// Seconds an Athena query may run before it is stopped (the events that needed it wait and are tried again).
+    #[arg(long, env = "TRAILWATCH_ATHENA_TIMEOUT", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub athena_timeout: u64,
+    /// Seconds identity resolution waits, after Athena failed or timed out, before asking it again (the events that need it wait meanwhile).
+    #[arg(long, env = "TRAILWATCH_ATHENA_RETRY", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub athena_retry: u64,
 }
 
 /// How a service reads its queue.

@@ -193,7 +193,14 @@ pub fn identity_parts(clients: &Clients, settings: &Settings, athena: bool) -> a
         None
     };
     let fallback: Option<Arc<dyn SessionArchive>> = archive.clone().map(|a| a as Arc<dyn SessionArchive>);
-    let resolver = Arc::new(Resolver::new(sessions, fallback, ResolverConfig::default()));
+    // The runner stops a query at --athena-timeout itself (StopQueryExecution):
+    // the resolver's own bound is later, so it never abandons a query still running.
+    let config = ResolverConfig {
+        archive_timeout: Duration::from_secs(settings.options.athena_timeout.max(1) + 60),
+        archive_retry: Duration::from_secs(settings.options.athena_retry.max(1)),
+        ..ResolverConfig::default()
+    };
+    let resolver = Arc::new(Resolver::new(sessions, fallback, config));
     let pending = Arc::new(DynamoPendingStore::new(clients.dynamodb.clone(), settings.tables.pending.clone()));
     Ok((Arc::new(PendingSet::new(resolver, pending, PendingConfig::default())), archive))
 }

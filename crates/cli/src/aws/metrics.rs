@@ -166,6 +166,22 @@ impl Exported {
         for (operation, n) in self.calls.snapshot() {
             t.sample("trailwatch_aws_requests_total", &[("operation", &operation)], n);
         }
+        t.family(
+            "trailwatch_aws_retries_total",
+            "counter",
+            "Requests to AWS that were retries of a failed attempt (the SDK's standard retry mode), by operation.",
+        );
+        for (operation, n) in self.calls.retries() {
+            t.sample("trailwatch_aws_retries_total", &[("operation", &operation)], n);
+        }
+        t.family(
+            "trailwatch_aws_request_errors_total",
+            "counter",
+            "Attempts of AWS requests that failed, by operation and kind: throttling, server_error (5xx), client_error (4xx), timeout, connection (refused or reset), other.",
+        );
+        for ((operation, kind), n) in self.calls.errors() {
+            t.sample("trailwatch_aws_request_errors_total", &[("operation", &operation), ("kind", kind.label())], n);
+        }
         t.out
     }
 }
@@ -281,6 +297,21 @@ fn render_pipeline(t: &mut Text, p: &PipelineStats) {
         n(&p.origins_updated),
     );
     t.single("trailwatch_rule_matches_total", "counter", "Rule matches (a threshold rule counts when its group is over the threshold).", n(&p.detections));
+    t.family(
+        "trailwatch_port_calls_total",
+        "counter",
+        "Store and queue calls of the pipeline that failed and were tried again (retried), had no answer in time (timed_out), or were given up on after the last try (gave_up).",
+    );
+    for (result, counter) in [("retried", &p.port_calls.retried), ("timed_out", &p.port_calls.timed_out), ("gave_up", &p.port_calls.gave_up)] {
+        t.sample("trailwatch_port_calls_total", &[("result", result)], n(counter));
+    }
+    t.single(
+        "trailwatch_events_in_flight",
+        "gauge",
+        "Events read and not yet stored (or given up on): what the pipeline holds in memory.",
+        n(&p.events_in_flight),
+    );
+    t.single("trailwatch_events_in_flight_peak", "gauge", "The most events in flight at once since the service started.", n(&p.events_in_flight_peak));
     t.family(
         "trailwatch_alert_transitions_total",
         "counter",
@@ -437,6 +468,7 @@ mod tests {
     fn every_family_has_help_and_type_and_names_follow_the_conventions() {
         let stats = Arc::new(PipelineStats::default());
         PipelineStats::add(&stats.events_stored, 7);
+        PipelineStats::add(&stats.port_calls.retried, 5);
         stats.transitions.add(TransitionKind::Opened, Severity::High, 2);
         stats.transitions.add(TransitionKind::Acknowledged, Severity::High, 1);
         stats.transitions.add(TransitionKind::Updated, Severity::High, 3);
@@ -456,6 +488,9 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == "counter", "{name} is a {kind}");
         }
         assert!(text.contains("trailwatch_events_stored_total{service=\"enricher\"} 7\n"), "{text}");
+        // Trouble with the stores shows: calls retried, and none given up.
+        assert!(text.contains("trailwatch_port_calls_total{service=\"enricher\",result=\"retried\"} 5\n"), "{text}");
+        assert!(text.contains("trailwatch_port_calls_total{service=\"enricher\",result=\"gave_up\"} 0\n"), "{text}");
         // Stage times: the collector's reading and the pipeline's add up, one sample per stage.
         assert!(text.contains("trailwatch_stage_seconds_total{service=\"enricher\",stage=\"parse\"} 0.750000\n"), "{text}");
         assert!(text.contains("trailwatch_stage_seconds_total{service=\"enricher\",stage=\"store\"} 1.500000\n"), "{text}");

@@ -18,7 +18,7 @@ use anyhow::Context;
 use tracing::info;
 
 use trailwatch_aws::athena::{Athena, AthenaSettings};
-use trailwatch_aws::clients::{AssumeRole, AwsSettings, Clients};
+use trailwatch_aws::clients::{AssumeRole, AwsSettings, ClientLimits, Clients};
 use trailwatch_aws::dynamo::TableNames;
 use trailwatch_aws::sqs::url_of;
 
@@ -59,7 +59,13 @@ impl Settings {
             }
         }
         Ok(Settings {
-            aws: AwsSettings { region: options.region.clone(), endpoint_url: options.endpoint_url.clone(), credentials: None, organizations_role },
+            aws: AwsSettings {
+                region: options.region.clone(),
+                endpoint_url: options.endpoint_url.clone(),
+                credentials: None,
+                organizations_role,
+                limits: limits(options),
+            },
             tables: TableNames::with_prefix(&options.table_prefix),
             options: options.clone(),
         })
@@ -96,10 +102,20 @@ impl Settings {
                 max_bytes_scanned: self.options.athena_max_bytes,
                 poll_initial: std::time::Duration::from_millis(200),
                 poll_max: std::time::Duration::from_secs(5),
-                timeout: std::time::Duration::from_secs(300),
+                timeout: std::time::Duration::from_secs(self.options.athena_timeout.max(1)),
             },
         ))
     }
+}
+
+/// The AWS clients' timeouts and retries from the options (zero: the default).
+fn limits(options: &AwsOptions) -> ClientLimits {
+    let default = ClientLimits::default();
+    let attempt = if options.aws_attempt_timeout == 0 { default.attempt } else { std::time::Duration::from_secs(options.aws_attempt_timeout) };
+    let max_attempts = if options.aws_max_attempts == 0 { default.max_attempts } else { options.aws_max_attempts };
+    // Every attempt may use its whole time, with backoffs between them.
+    let operation = attempt * max_attempts + std::time::Duration::from_secs(60);
+    ClientLimits { attempt, operation, max_attempts, ..default }
 }
 
 /// A queue's URL from a URL or a name.

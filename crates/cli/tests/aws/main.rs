@@ -10,6 +10,8 @@
 //! agree with what was uploaded and what reached the topic.
 #![allow(clippy::unwrap_used)]
 
+mod faults;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +26,7 @@ use trailwatch_core::ports::Checkpoints;
 
 mod crash;
 
-fn trailwatch(moto: &Moto) -> Command {
+pub(crate) fn trailwatch(moto: &Moto) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailwatch"));
     cmd.env("TRAILWATCH_LOG", "warn")
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -38,7 +40,7 @@ fn trailwatch(moto: &Moto) -> Command {
     cmd
 }
 
-fn run_ok(mut cmd: Command) -> String {
+pub(crate) fn run_ok(mut cmd: Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
@@ -51,26 +53,26 @@ fn run_ok(mut cmd: Command) -> String {
 }
 
 /// A service process, killed when dropped.
-struct Service {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
+pub(crate) struct Service {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
 }
 
 impl Service {
-    fn start(name: &'static str, mut cmd: Command, dir: &Path, env: &BTreeMap<String, String>) -> Service {
+    pub(crate) fn start(name: &'static str, mut cmd: Command, dir: &Path, env: &BTreeMap<String, String>) -> Service {
         let log = dir.join(format!("{name}-{}.log", std::process::id()));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         cmd.envs(env).env("TRAILWATCH_LOG", "info").stdout(Stdio::from(file.try_clone().unwrap())).stderr(Stdio::from(file));
         Service { name, child: cmd.spawn().unwrap(), log }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn assert_running(&mut self) {
+    pub(crate) fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("the {} stopped ({status}):\n{}", self.name, std::fs::read_to_string(&self.log).unwrap_or_default());
         }
@@ -83,7 +85,7 @@ impl Drop for Service {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -92,7 +94,7 @@ fn free_port() -> u16 {
 /// the generator writes one per five minutes, too many for the emulator to
 /// take quickly), named after the day's first file. Digests are left out:
 /// they list the unmerged files.
-fn daily_files(root: &Path, out: &Path) -> Vec<(String, PathBuf)> {
+pub(crate) fn daily_files(root: &Path, out: &Path) -> Vec<(String, PathBuf)> {
     use std::io::{Read, Write};
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -129,13 +131,13 @@ fn daily_files(root: &Path, out: &Path) -> Vec<(String, PathBuf)> {
 
 /// What the uploaded files hold: records, distinct events (by account and
 /// `eventID`), and the newest event time per account and region.
-struct TrailFacts {
-    records: usize,
-    events: usize,
-    newest: BTreeMap<(String, String), i64>,
+pub(crate) struct TrailFacts {
+    pub(crate) records: usize,
+    pub(crate) events: usize,
+    pub(crate) newest: BTreeMap<(String, String), i64>,
 }
 
-fn trail_facts(files: &[(String, PathBuf)]) -> TrailFacts {
+pub(crate) fn trail_facts(files: &[(String, PathBuf)]) -> TrailFacts {
     use std::io::Read;
     let mut facts = TrailFacts { records: 0, events: 0, newest: BTreeMap::new() };
     let mut ids = BTreeSet::new();
@@ -158,14 +160,14 @@ fn trail_facts(files: &[(String, PathBuf)]) -> TrailFacts {
 
 /// One sample of Prometheus' text format.
 #[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
+pub(crate) struct Sample {
+    pub(crate) name: String,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) value: f64,
 }
 
 /// The samples of a `/metrics` text, and each family's type (from `# TYPE`).
-fn parse_metrics(text: &str) -> (Vec<Sample>, BTreeMap<String, String>) {
+pub(crate) fn parse_metrics(text: &str) -> (Vec<Sample>, BTreeMap<String, String>) {
     let mut samples = Vec::new();
     let mut types = BTreeMap::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
@@ -243,7 +245,7 @@ fn dashboard_metrics(dashboard: &Value) -> BTreeSet<String> {
     names
 }
 
-async fn receive_all(clients: &Clients, url: &str, quiet: Duration) -> Vec<aws_sdk_sqs::types::Message> {
+pub(crate) async fn receive_all(clients: &Clients, url: &str, quiet: Duration) -> Vec<aws_sdk_sqs::types::Message> {
     let mut all = Vec::new();
     let mut last = Instant::now();
     while last.elapsed() < quiet {
@@ -261,7 +263,7 @@ async fn receive_all(clients: &Clients, url: &str, quiet: Duration) -> Vec<aws_s
     all
 }
 
-fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {
+pub(crate) fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {
     message.message_attributes.as_ref().and_then(|a| a.get(name)).and_then(|v| v.string_value.clone()).unwrap_or_default()
 }
 

@@ -93,6 +93,7 @@ async fn history_copies(clients: &Clients, bucket: &str, prefix: &str) -> BTreeM
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_collector_and_the_enricher_loses_nothing_on_aws() {
+    let _turn = crate::my_turn().await;
     let started = Instant::now();
     let rounds = env_number("TRAILWATCH_AWS_CRASH_ROUNDS", 6).max(1) as usize;
     let seed = env_number("TRAILWATCH_AWS_CRASH_SEED", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());

@@ -197,6 +197,7 @@ const RSS_LIMIT_MIB: u64 = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_services_lose_nothing_when_aws_throttles_fails_resets_and_stalls() {
+    let _turn = crate::my_turn().await;
     let seed: u64 = env_or("TRAILWATCH_FAULT_SEED", 1);
     let rate: f64 = env_or("TRAILWATCH_FAULT_RATE", 0.15);
     let events: u64 = env_or("TRAILWATCH_FAULT_EVENTS", 1500);
@@ -304,6 +305,7 @@ async fn the_services_lose_nothing_when_aws_throttles_fails_resets_and_stalls() 
 /// recovers: every file ends up recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_whose_ledger_write_failed_are_read_again_and_recorded() {
+    let _turn = crate::my_turn().await;
     let stack = stack(600, false, 5).await;
     let proxy = FaultProxy::start(&stack.moto.endpoint(), FaultPlan::new(3)).unwrap();
     let (collector_port, enricher_port) = (free_port(), free_port());
@@ -414,6 +416,7 @@ enum AthenaOutage {
 /// (`pending`), never with a final origin, and their files are done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_that_need_athena_wait_while_it_fails() {
+    let _turn = crate::my_turn().await;
     athena_outage(AthenaOutage::Failing, false).await;
 }
 
@@ -421,6 +424,7 @@ async fn events_that_need_athena_wait_while_it_fails() {
 /// `--athena-timeout` and the events wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_that_need_athena_wait_while_its_queries_never_finish() {
+    let _turn = crate::my_turn().await;
     athena_outage(AthenaOutage::NeverFinishing, false).await;
 }
 
@@ -429,6 +433,7 @@ async fn events_that_need_athena_wait_while_its_queries_never_finish() {
 /// their true origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_that_waited_for_athena_resolve_when_it_recovers() {
+    let _turn = crate::my_turn().await;
     athena_outage(AthenaOutage::Failing, true).await;
 }
 

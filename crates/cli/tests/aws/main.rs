@@ -26,6 +26,17 @@ use trailwatch_core::ports::Checkpoints;
 
 mod crash;
 
+/// The tests of this binary each run the services against an emulator.
+/// Side by side on a 2-core machine they starve one another, and files of
+/// different accounts then reach the enricher in other batches than they
+/// would (RELIABILITY.md, cross-account copies): they take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// This test's turn.
+pub(crate) async fn my_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
 pub(crate) fn trailwatch(moto: &Moto) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailwatch"));
     cmd.env("TRAILWATCH_LOG", "warn")
@@ -269,6 +280,7 @@ pub(crate) fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_three_services_raise_the_expected_alerts_on_aws() {
+    let _turn = crate::my_turn().await;
     let moto = Moto::start().unwrap();
     let clients = Clients::connect(&moto.settings()).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();

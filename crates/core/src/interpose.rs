@@ -215,8 +215,8 @@ impl<H: Interpose, P: IntegrityStore + ?Sized> IntegrityStore for Port<P, H> {
     async fn problem_files(&self, account_id: &str, region: &str) -> Result<Vec<ListedFile>, PortError> {
         self.call("problem_files", move || self.inner.problem_files(account_id, region)).await
     }
-    async fn digest_spans(&self, account_id: &str, region: &str) -> Result<Vec<(String, EpochMillis, EpochMillis)>, PortError> {
-        self.call("digest_spans", move || self.inner.digest_spans(account_id, region)).await
+    async fn digest_neighbours(&self, account_id: &str, region: &str, start: EpochMillis) -> Result<crate::integrity::Neighbours, PortError> {
+        self.call("digest_neighbours", move || self.inner.digest_neighbours(account_id, region, start)).await
     }
     async fn reconcile(
         &self,

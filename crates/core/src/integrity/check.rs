@@ -2,13 +2,14 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest as _, Sha256};
 
-use super::keys::{hex_encode, PublicKeys, SignatureCheck};
-use super::{DigestFile, DigestRecord, FileState, Finding, FindingKind, IntegrityStore, ListedFile, SignatureSource};
+use super::keys::{hex_encode, KeyFetcher, PublicKeys, SignatureCheck};
+use super::{DigestFile, DigestRecord, DigestSpan, FileState, Finding, FindingKind, IntegrityStore, ListedFile, SignatureSource};
 use crate::alerts::{AlertStatus, AlertStore, Detection, EventRef, Lifecycle};
 use crate::ports::{LogSource, PortError};
 use crate::retry::{retry, RetryCounters, RetryPolicy};
@@ -68,7 +69,19 @@ pub struct IntegrityChecker {
     /// whose check failed in this process (and has not succeeded since): the
     /// hours they cover are not a gap, only not checked yet.
     unchecked: std::sync::Mutex<HashMap<(String, String), BTreeSet<EpochMillis>>>,
+    /// Where keys not configured come from, the keys fetched so far, and
+    /// when each region and fingerprint was last asked for.
+    fetcher: Option<Arc<dyn KeyFetcher>>,
+    fetched: std::sync::RwLock<PublicKeys>,
+    asked: std::sync::Mutex<HashMap<(String, String), EpochMillis>>,
+    key_fetches: AtomicU64,
 }
+
+/// How far either side of a digest's hour keys are asked for.
+const KEY_MARGIN: EpochMillis = 24 * HOUR;
+/// How long a fingerprint no fetch found is not asked for again (a digest
+/// naming a made-up key must not call the key API for every digest).
+const KEY_REASK: EpochMillis = 10 * 60_000;
 
 /// Digests remembered as unchecked at most per account and region.
 const MAX_UNCHECKED: usize = 10_000;
@@ -84,7 +97,61 @@ impl IntegrityChecker {
         // A digest check makes dozens of port calls (every listed file is
         // read), so one transient error must not fail it: each call is retried.
         let retry = RetryPolicy { timeout: Some(std::time::Duration::from_secs(120)), ..RetryPolicy::default() };
-        IntegrityChecker { ports, settle: tokio::sync::Mutex::new(()), retry, retries: RetryCounters::default(), unchecked: Default::default() }
+        IntegrityChecker {
+            ports,
+            settle: tokio::sync::Mutex::new(()),
+            retry,
+            retries: RetryCounters::default(),
+            unchecked: Default::default(),
+            fetcher: None,
+            fetched: Default::default(),
+            asked: Default::default(),
+            key_fetches: AtomicU64::new(0),
+        }
+    }
+
+    /// Fetches the keys a digest names when they are not among the
+    /// configured ones (AWS mode: CloudTrail's `ListPublicKeys`). With a
+    /// fetcher, every signature is checked: none is reported not checked.
+    pub fn with_key_fetcher(mut self, fetcher: Arc<dyn KeyFetcher>) -> Self {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
+    /// How many times keys were fetched.
+    pub fn key_fetches(&self) -> u64 {
+        self.key_fetches.load(Ordering::Relaxed)
+    }
+
+    /// Checks a signature against the configured keys, or the fetched ones,
+    /// fetching the keys of the digest's region and time when its
+    /// fingerprint is new.
+    async fn check_signature(
+        &self,
+        region: &str,
+        fingerprint: Option<&str>,
+        signing_string: &str,
+        signature: Option<&str>,
+        (start, end, now): (EpochMillis, EpochMillis, EpochMillis),
+    ) -> Result<SignatureCheck, PortError> {
+        let Some(fetcher) = &self.fetcher else {
+            return Ok(self.ports.keys.check(fingerprint, signing_string, signature));
+        };
+        if let Some(f) = fingerprint.filter(|f| self.ports.keys.contains(f)) {
+            return Ok(self.ports.keys.check_required(Some(f), signing_string, signature));
+        }
+        if let Some(f) = fingerprint {
+            let known = self.fetched.read().unwrap_or_else(|p| p.into_inner()).contains(f);
+            let place = (region.to_owned(), f.to_ascii_lowercase());
+            let asked_lately = self.asked.lock().unwrap_or_else(|p| p.into_inner()).get(&place).is_some_and(|at| now.saturating_sub(*at) < KEY_REASK);
+            if !known && signature.is_some() && !asked_lately {
+                let keys = self.read("integrity: fetching public keys", || fetcher.fetch(region, start - KEY_MARGIN, end + KEY_MARGIN)).await?;
+                self.key_fetches.fetch_add(1, Ordering::Relaxed);
+                self.fetched.write().unwrap_or_else(|p| p.into_inner()).extend(keys);
+                self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(place, now);
+            }
+        }
+        Ok(self.fetched.read().unwrap_or_else(|p| p.into_inner()).check_required(fingerprint, signing_string, signature))
     }
 
     /// Retries each port call with `policy`. Its time limit applies to reads
@@ -212,7 +279,8 @@ impl IntegrityChecker {
                     checked_at: now,
                 };
                 self.write("integrity: recording a digest", || self.ports.store.record_digest(record.clone(), vec![])).await?;
-                return self.settle(account_id, region, checked, report, (file_time, now)).await;
+                let own = DigestSpan { location, start: file_time - HOUR, end: file_time };
+                return self.settle(account_id, region, checked, report, &own, (file_time, now)).await;
             }
         };
         let location = digest.location();
@@ -220,7 +288,8 @@ impl IntegrityChecker {
 
         // The signature.
         let signature = self.read("integrity: reading a signature", || self.ports.signatures.signature(key)).await?;
-        let check = self.ports.keys.check(digest.fingerprint(), &digest.signing_string(&fetched.sha256), signature.as_deref());
+        let check =
+            self.check_signature(region, digest.fingerprint(), &digest.signing_string(&fetched.sha256), signature.as_deref(), (start, end, now)).await?;
         let signature_state = match &check {
             SignatureCheck::Valid => "valid".to_owned(),
             SignatureCheck::NotChecked => "not-checked".to_owned(),
@@ -301,17 +370,19 @@ impl IntegrityChecker {
             checked_at: now,
         };
         self.write("integrity: recording a digest", || self.ports.store.record_digest(record.clone(), files.clone())).await?;
-        self.settle(account_id, region, checked, report, (file_time, now)).await
+        self.settle(account_id, region, checked, report, &DigestSpan { location, start, end }, (file_time, now)).await
     }
 
     /// Settles the digest's findings, looks again at the account and
-    /// region's problem files and gaps, and raises or resolves alerts.
+    /// region's problem files and at the gaps either side of the digest
+    /// (`own`), and raises or resolves alerts.
     async fn settle(
         &self,
         account_id: &str,
         region: &str,
         checked: Vec<(FindingKind, String)>,
         mut report: CheckReport,
+        own: &DigestSpan,
         (own_time, now): (EpochMillis, EpochMillis),
     ) -> Result<CheckReport, PortError> {
         let _serial = self.settle.lock().await;
@@ -351,9 +422,10 @@ impl IntegrityChecker {
                 .extend(self.write("integrity: reconciling findings", || store.reconcile(account_id, region, rechecked.clone(), found.clone(), now)).await?);
         }
 
-        // Hours without a digest between the first and the last.
-        let spans = self.read("integrity: reading digest spans", || store.digest_spans(account_id, region)).await?;
-        let mut gaps = Vec::new();
+        // Hours without a digest either side of this one. A gap is named by
+        // the end of the digest before it, so a digest landing inside a gap
+        // settles that finding (still open, shorter, or cleared).
+        let neighbours = self.read("integrity: reading neighbouring digests", || store.digest_neighbours(account_id, region, own.start)).await?;
         let unchecked: Vec<EpochMillis> = self
             .unchecked
             .lock()
@@ -361,34 +433,32 @@ impl IntegrityChecker {
             .get(&(account_id.to_owned(), region.to_owned()))
             .map(|t| t.iter().copied().filter(|t| *t != own_time).collect())
             .unwrap_or_default();
-        for pair in spans.windows(2) {
-            let ((_, _, prev_end), (next_location, next_start, _)) = (&pair[0], &pair[1]);
+        let gap_subject = |end: EpochMillis| format!("{account_id}/{region}/{}", format_utc(end));
+        let mut gap_checked = vec![(FindingKind::DigestGap, gap_subject(own.end))];
+        let mut gaps = Vec::new();
+        let pairs = [neighbours.before.as_ref().map(|before| (before, own)), neighbours.after.as_ref().map(|after| (own, after))];
+        if let Some(before) = &neighbours.before {
+            gap_checked.push((FindingKind::DigestGap, gap_subject(before.end)));
+        }
+        for (prev, next) in pairs.into_iter().flatten() {
             // A digest of these hours exists but its check failed: not a gap (yet).
-            let pending_check = unchecked.iter().any(|t| *prev_end < *t && *t <= next_start + HOUR);
-            if *next_start > prev_end + GAP_TOLERANCE && !pending_check {
-                let hours = (next_start - prev_end + HOUR / 2) / HOUR;
+            let pending_check = unchecked.iter().any(|t| prev.end < *t && *t <= next.start + HOUR);
+            if next.start > prev.end + GAP_TOLERANCE && !pending_check {
+                let hours = (next.start - prev.end + HOUR / 2) / HOUR;
                 gaps.push(Finding {
                     kind: FindingKind::DigestGap,
                     account_id: account_id.to_owned(),
                     region: region.to_owned(),
-                    subject: format!("{account_id}/{region}/{}", format_utc(*prev_end)),
-                    digest: next_location.clone(),
-                    detail: format!("no digest from {} to {} (about {hours} h)", format_utc(*prev_end), format_utc(*next_start)),
-                    at: *next_start,
+                    subject: gap_subject(prev.end),
+                    digest: next.location.clone(),
+                    detail: format!("no digest from {} to {} (about {hours} h)", format_utc(prev.end), format_utc(next.start)),
+                    at: next.start,
                 });
             }
         }
-        let open_gaps: Vec<(FindingKind, String)> = self
-            .read("integrity: reading open findings", || store.open_findings(Some(account_id), Some(region)))
-            .await?
-            .into_iter()
-            .filter(|f| f.kind == FindingKind::DigestGap)
-            .map(|f| (f.kind, f.subject))
-            .chain(gaps.iter().map(|g| (g.kind, g.subject.clone())))
-            .collect();
         report
             .opened
-            .extend(self.write("integrity: reconciling findings", || store.reconcile(account_id, region, open_gaps.clone(), gaps.clone(), now)).await?);
+            .extend(self.write("integrity: reconciling findings", || store.reconcile(account_id, region, gap_checked.clone(), gaps.clone(), now)).await?);
 
         if let Some(alerts) = &self.ports.alerts {
             report.alerts_resolved = self.raise(alerts, account_id, region, &report.opened, now).await?;

@@ -14,6 +14,9 @@ use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::ports::PortError;
+use crate::time::EpochMillis;
+
 /// What checking a digest's signature found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureCheck {
@@ -26,6 +29,15 @@ pub enum SignatureCheck {
     Missing,
     /// The signature does not verify (or is not hex).
     Invalid(String),
+}
+
+/// Where public keys come from when a digest names one not known yet:
+/// CloudTrail's `ListPublicKeys` in AWS mode.
+#[async_trait::async_trait]
+pub trait KeyFetcher: Send + Sync {
+    /// The public keys of `region` whose private keys signed digests
+    /// between `start` and `end`.
+    async fn fetch(&self, region: &str, start: EpochMillis, end: EpochMillis) -> Result<PublicKeys, PortError>;
 }
 
 /// Why a keys file could not be loaded.
@@ -92,11 +104,28 @@ impl PublicKeys {
         Ok(keys)
     }
 
-    /// Checks a hex signature of `signing_string` made with the key `fingerprint`.
+    /// Whether it has the key `fingerprint`.
+    pub fn contains(&self, fingerprint: &str) -> bool {
+        self.keys.contains_key(&fingerprint.to_ascii_lowercase())
+    }
+
+    /// Adds every key of `other`.
+    pub fn extend(&mut self, other: PublicKeys) {
+        self.keys.extend(other.keys);
+    }
+
+    /// Checks a hex signature of `signing_string` made with the key
+    /// `fingerprint`; with no keys at all, the signature is not checked.
     pub fn check(&self, fingerprint: Option<&str>, signing_string: &str, signature_hex: Option<&str>) -> SignatureCheck {
         if self.keys.is_empty() {
             return SignatureCheck::NotChecked;
         }
+        self.check_required(fingerprint, signing_string, signature_hex)
+    }
+
+    /// [`PublicKeys::check`] where keys are expected even when none is
+    /// known yet (they are fetched): never [`SignatureCheck::NotChecked`].
+    pub fn check_required(&self, fingerprint: Option<&str>, signing_string: &str, signature_hex: Option<&str>) -> SignatureCheck {
         let Some(signature_hex) = signature_hex.map(str::trim).filter(|s| !s.is_empty()) else {
             return SignatureCheck::Missing;
         };

@@ -24,7 +24,7 @@ pub mod keys;
 
 pub use check::{dedup_key, CheckReport, IntegrityAlerts, IntegrityChecker, IntegrityPorts, CHECKER_NAME, RULE_ID};
 pub use digest::{DigestFile, ListedLogFile};
-pub use keys::{PublicKeys, SignatureCheck};
+pub use keys::{KeyFetcher, PublicKeys, SignatureCheck};
 
 use std::io::Read;
 use std::sync::Arc;
@@ -183,6 +183,21 @@ pub struct DigestRecord {
     pub checked_at: EpochMillis,
 }
 
+/// Where a digest lies in its chain: `s3://bucket/key`, and the hour it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestSpan {
+    pub location: String,
+    pub start: EpochMillis,
+    pub end: EpochMillis,
+}
+
+/// The digests either side of one ([`IntegrityStore::digest_neighbours`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Neighbours {
+    pub before: Option<DigestSpan>,
+    pub after: Option<DigestSpan>,
+}
+
 /// Where one account and region stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -217,8 +232,11 @@ pub trait IntegrityStore: Send + Sync {
     /// Listed files of an account and region that were missing or different when last checked.
     async fn problem_files(&self, account_id: &str, region: &str) -> Result<Vec<ListedFile>, PortError>;
 
-    /// `(location, start, end)` of every digest of an account and region, by start.
-    async fn digest_spans(&self, account_id: &str, region: &str) -> Result<Vec<(String, EpochMillis, EpochMillis)>, PortError>;
+    /// The digests of an account and region either side of `start`: the one
+    /// starting last before it, and the one starting first after it. Gaps
+    /// are found from neighbours only, so a check costs the same in the
+    /// first hour of a trail and after years of it.
+    async fn digest_neighbours(&self, account_id: &str, region: &str, start: EpochMillis) -> Result<Neighbours, PortError>;
 
     /// Settles findings of one account and region: of the `(kind, subject)`
     /// pairs in `checked`, those not in `found` are cleared; every finding in

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use trailwatch_core::integrity::{Completeness, DigestRecord, FileState, Finding, FindingKind, IntegrityStore, ListedFile};
+use trailwatch_core::integrity::{Completeness, DigestRecord, DigestSpan, FileState, Finding, FindingKind, IntegrityStore, ListedFile, Neighbours};
 use trailwatch_core::ports::PortError;
 use trailwatch_core::time::EpochMillis;
 
@@ -26,7 +26,10 @@ const PROBLEM_FILES: &str = "
 SELECT key, digest_key, account_id, region, expected_sha256, state, actual_sha256 FROM integrity_files
 WHERE account_id = ?1 AND region = ?2 AND state <> 'verified' ORDER BY key";
 
-const SPANS: &str = "SELECT location, start_time, end_time FROM integrity_digests WHERE account_id = ?1 AND region = ?2 ORDER BY start_time, key";
+const BEFORE: &str = "SELECT location, start_time, end_time FROM integrity_digests
+WHERE account_id = ?1 AND region = ?2 AND start_time < ?3 ORDER BY start_time DESC, key DESC LIMIT 1";
+const AFTER: &str = "SELECT location, start_time, end_time FROM integrity_digests
+WHERE account_id = ?1 AND region = ?2 AND start_time > ?3 ORDER BY start_time, key LIMIT 1";
 
 const FINDING_COLUMNS: &str = "kind, account_id, region, subject, digest, detail, at";
 
@@ -213,9 +216,17 @@ impl IntegrityStore for SqliteStore {
         self.read(move |conn| conn.prepare_cached(PROBLEM_FILES)?.query_map(params![account_id, region], listed_file)?.collect()).await
     }
 
-    async fn digest_spans(&self, account_id: &str, region: &str) -> Result<Vec<(String, EpochMillis, EpochMillis)>, PortError> {
+    async fn digest_neighbours(&self, account_id: &str, region: &str, start: EpochMillis) -> Result<Neighbours, PortError> {
         let (account_id, region) = (account_id.to_owned(), region.to_owned());
-        self.read(move |conn| conn.prepare_cached(SPANS)?.query_map(params![account_id, region], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()).await
+        self.read(move |conn| {
+            let side = |sql: &str| {
+                conn.prepare_cached(sql)?
+                    .query_row(params![account_id, region, start], |r| Ok(DigestSpan { location: r.get(0)?, start: r.get(1)?, end: r.get(2)? }))
+                    .optional()
+            };
+            Ok(Neighbours { before: side(BEFORE)?, after: side(AFTER)? })
+        })
+        .await
     }
 
     async fn reconcile(

@@ -18,7 +18,8 @@ use trailwatch_core::alerts::{Alert, AlertQuery, AlertStatus, AlertStore, Lifecy
 use trailwatch_core::integrity::digest::signing_string;
 use trailwatch_core::integrity::keys::{fingerprint_of, hex_encode, list_json};
 use trailwatch_core::integrity::{
-    dedup_key, sidecar_key, Completeness, FindingKind, IntegrityAlerts, IntegrityChecker, IntegrityPorts, IntegrityStore, PublicKeys, SidecarSignatures,
+    dedup_key, sidecar_key, Completeness, FindingKind, IntegrityAlerts, IntegrityChecker, IntegrityPorts, IntegrityStore, KeyFetcher, PublicKeys,
+    SidecarSignatures,
 };
 use trailwatch_core::ports::Checkpoints;
 use trailwatch_core::time::format_utc;
@@ -320,4 +321,88 @@ async fn a_digest_without_its_signature_is_reported_and_each_alert_is_one_per_ki
     let alerts = integrity_alerts(&s).await;
     assert_eq!(alerts.len(), 1, "one alert per account, region and kind: {alerts:?}");
     assert_eq!(alerts[0].count, 3);
+}
+
+#[tokio::test]
+async fn a_digest_delivered_late_into_a_gap_clears_it_whatever_order_the_checks_run_in() {
+    let t = trail(6, None);
+    let hidden = t.dir.path().join(&t.digests[2]);
+    let kept = std::fs::read(&hidden).unwrap();
+    std::fs::remove_file(&hidden).unwrap();
+    let s = setup(&t);
+    // Newest first: each check sees only its neighbours, yet the hole is found.
+    for i in (0..6).rev().filter(|i| *i != 2) {
+        check(&s, &t, i).await;
+    }
+    let gaps: Vec<_> = s.store.open_findings(None, None).await.unwrap().into_iter().filter(|f| f.kind == FindingKind::DigestGap).collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(gaps[0].detail.contains(&format_utc(START + 2 * HOUR)) && gaps[0].detail.contains("about 1 h"), "{}", gaps[0].detail);
+    let raised = alert(&s, FindingKind::DigestGap).await.expect("an open gap alert");
+
+    // The missing digest arrives after all: the gap clears and its alert resolves.
+    std::fs::write(&hidden, kept).unwrap();
+    check(&s, &t, 2).await;
+    let c = completeness(&s).await;
+    assert_eq!(c.digests, 6);
+    assert!(!open_kinds(&s).await.contains(&FindingKind::DigestGap), "{:?}", open_kinds(&s).await);
+    assert!(alert(&s, FindingKind::DigestGap).await.is_none(), "no unresolved gap alert left");
+    assert_eq!(s.store.get(&raised.id).await.unwrap().unwrap().status, AlertStatus::Resolved);
+}
+
+/// Keys from a key service, as CloudTrail's `ListPublicKeys` gives them: per
+/// region, counting the calls.
+struct KeyService {
+    region: &'static str,
+    calls: std::sync::Mutex<Vec<(String, i64, i64)>>,
+}
+
+#[async_trait::async_trait]
+impl KeyFetcher for KeyService {
+    async fn fetch(&self, region: &str, start: i64, end: i64) -> Result<PublicKeys, trailwatch_core::ports::PortError> {
+        self.calls.lock().unwrap().push((region.to_owned(), start, end));
+        let mut keys = PublicKeys::none();
+        if region == self.region {
+            use rsa::pkcs1::EncodeRsaPublicKey;
+            let public = key(0).to_public_key();
+            keys.insert_der(&fingerprint_of(&public).unwrap(), public.to_pkcs1_der().unwrap().as_bytes()).unwrap();
+        }
+        Ok(keys)
+    }
+}
+
+#[tokio::test]
+async fn keys_not_configured_are_fetched_once_for_the_digests_region_and_time() {
+    let t = trail(4, Some(3));
+    let service = Arc::new(KeyService { region: REGION, calls: Default::default() });
+    let s = setup(&t);
+    let ports = s.checker.ports().clone();
+    let checker = IntegrityChecker::new(IntegrityPorts { keys: Arc::new(PublicKeys::none()), ..ports }).with_key_fetcher(service.clone());
+    let s = Setup { checker, ..s };
+    check_all(&s, &t).await;
+    // Three digests verified with the fetched key; the fourth names key 1, which the service does not have.
+    assert_eq!(open_kinds(&s).await, vec![FindingKind::UnknownKey]);
+    assert_eq!(completeness(&s).await.last_verified_digest, Some(format!("s3://{BUCKET}/{}", t.digests[2])));
+    let calls = service.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "one fetch per new fingerprint: {calls:?}");
+    let (region, from, to) = &calls[0];
+    assert_eq!(region, REGION);
+    assert!(*from <= START && *to >= START + HOUR, "the range covers the first digest's hour: {calls:?}");
+    // Checked again soon after: the unknown fingerprint is not asked for again.
+    check(&s, &t, 3).await;
+    assert_eq!(service.calls.lock().unwrap().len(), 2);
+    assert_eq!(s.checker.key_fetches(), 2);
+}
+
+#[tokio::test]
+async fn with_a_key_service_no_digest_goes_unchecked() {
+    let t = trail(1, None);
+    let service = Arc::new(KeyService { region: "ap-south-2", calls: Default::default() });
+    let s = setup(&t);
+    let ports = s.checker.ports().clone();
+    let checker = IntegrityChecker::new(IntegrityPorts { keys: Arc::new(PublicKeys::none()), ..ports }).with_key_fetcher(service);
+    let s = Setup { checker, ..s };
+    check_all(&s, &t).await;
+    // The key service has no key of this region: the signature is not taken as checked.
+    assert_eq!(open_kinds(&s).await, vec![FindingKind::UnknownKey]);
+    assert_eq!(completeness(&s).await.last_verified_digest, None);
 }

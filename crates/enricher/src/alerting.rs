@@ -21,6 +21,7 @@ use trailwatch_core::accounts::SharedDirectory;
 use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleReport};
 use trailwatch_core::alerts::Detection;
 use trailwatch_core::event::Event;
+use trailwatch_core::identity::Origin;
 
 use trailwatch_core::ports::{HistoryPage, HistoryQuery, HistoryStore, OriginUpdate, PortError};
 use trailwatch_core::rules::{Detector, RuleSet};
@@ -89,6 +90,9 @@ pub(crate) struct Alerting {
     carried: Vec<Detection>,
     /// Batches in a row that carried detections.
     carried_tries: u32,
+    /// Origin updates the alerts could not take, tried again with the next
+    /// batch (bounded like detections; past the bound they are logged and dropped).
+    carried_updates: Vec<OriginUpdate>,
 }
 
 /// Detections carried at most, and batches in a row that may carry them;
@@ -99,7 +103,16 @@ const MAX_CARRIED_TRIES: u32 = 20;
 impl Alerting {
     pub(crate) fn new(ports: AlertPorts) -> Self {
         let detector = Detector::with_config(ports.rules.clone(), ports.detector.clone());
-        Alerting { ports, detector, detections: Vec::new(), watermark: EpochMillis::MIN, warmed: false, carried: Vec::new(), carried_tries: 0 }
+        Alerting {
+            ports,
+            detector,
+            detections: Vec::new(),
+            watermark: EpochMillis::MIN,
+            warmed: false,
+            carried: Vec::new(),
+            carried_tries: 0,
+            carried_updates: Vec::new(),
+        }
     }
 
     /// Checks stored events against the rules, and the events whose origin
@@ -141,6 +154,24 @@ impl Alerting {
             carried.append(&mut self.detections);
             self.detections = carried;
         }
+        let carried_updates;
+        let updates = if self.carried_updates.is_empty() {
+            updates
+        } else {
+            carried_updates = std::mem::take(&mut self.carried_updates).into_iter().chain(updates.iter().cloned()).collect::<Vec<_>>();
+            &carried_updates[..]
+        };
+        if !updates.is_empty() && !self.detections.is_empty() {
+            // A match carried from an earlier batch, whose event's origin
+            // settled since, takes the settled origin: its alert did not
+            // exist yet when the update came, so the update found nothing.
+            let settled: HashMap<(&str, &str), &Origin> = updates.iter().map(|u| ((u.account_id.as_str(), u.event_id.as_str()), &u.origin)).collect();
+            for d in &mut self.detections {
+                if let Some(origin) = settled.get(&(d.event.account_id.as_str(), d.event.event_id.as_str())) {
+                    d.origin = Some((*origin).clone());
+                }
+            }
+        }
         if !self.detections.is_empty() {
             let detections = &self.detections;
             match with_retries(config, stats, "alert lifecycle", || lifecycle.apply(detections, now_ms())).await {
@@ -165,8 +196,14 @@ impl Alerting {
                     PipelineStats::add(&stats.alerts_updated, n);
                     notifications += n;
                 }
-                // The events keep their new origins; the alerts keep the old one until the next update.
-                Err(e) => warn!(error = %e, updates = updates.len(), "updating the origins of alerts failed"),
+                // The events keep their new origins; the alerts take them with the next batch.
+                Err(e) if updates.len() <= MAX_CARRIED => {
+                    warn!(error = %e, updates = updates.len(), "updating the origins of alerts failed; trying again with the next batch");
+                    self.carried_updates = updates.to_vec();
+                }
+                Err(e) => {
+                    warn!(error = %e, updates = updates.len(), "updating the origins of alerts failed; too many to carry, the alerts keep their old origins")
+                }
             }
         }
         if self.watermark > EpochMillis::MIN {
@@ -187,11 +224,17 @@ impl Alerting {
     /// Writes the detections still carried (at the end of a run); false when
     /// they could not be written (logged).
     pub(crate) async fn flush(&mut self, config: &EnricherConfig, stats: &PipelineStats) -> bool {
+        let lifecycle = &self.ports.lifecycle;
+        let updates = std::mem::take(&mut self.carried_updates);
+        if !updates.is_empty() {
+            if let Err(e) = with_retries(config, stats, "alert origin update", || lifecycle.origins_settled(&updates, now_ms())).await {
+                tracing::error!(error = %e, updates = updates.len(), "updating the origins of alerts failed at the end of the run; they keep their old origins");
+            }
+        }
         if self.carried.is_empty() {
             return true;
         }
         let carried = std::mem::take(&mut self.carried);
-        let lifecycle = &self.ports.lifecycle;
         match with_retries(config, stats, "alert lifecycle", || lifecycle.apply(&carried, now_ms())).await {
             Ok(report) => {
                 count(stats, &report);

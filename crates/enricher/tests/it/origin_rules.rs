@@ -148,3 +148,101 @@ async fn a_rule_on_the_origin_matches_an_event_read_before_its_session() {
     let kinds: Vec<TransitionKind> = transitions.iter().map(|t| t.kind).collect();
     assert_eq!(kinds, [TransitionKind::Opened], "opened with the settled origin: no origin update follows");
 }
+
+/// Any rule on the event itself: it matches while the origin is still pending.
+const ANY_ORIGIN_RULE: &str = r#"title: Inline role policy written
+id: inline-role-policy
+level: medium
+logsource:
+  product: aws
+  service: cloudtrail
+detection:
+  selection:
+    eventSource: iam.amazonaws.com
+    eventName: PutRolePolicy
+  condition: selection
+"#;
+
+/// A read in another file, matching no rule: it only makes a third batch.
+const QUIET_KEY: &str =
+    "AWSLogs/o-7q3k9x2m1p/963852741036/CloudTrail/eu-west-1/2024/03/12/963852741036_CloudTrail_eu-west-1_20240312T1140Z_Pq7rT2vWx9YzA3bC.json.gz";
+const QUIET: &str = r#"{"Records": [{"eventVersion": "1.09",
+  "userIdentity": {"type": "AWSService", "invokedBy": "cloudtrail.amazonaws.com"},
+  "eventTime": "2024-03-12T11:38:00Z", "eventSource": "s3.amazonaws.com", "eventName": "GetBucketAcl", "awsRegion": "eu-west-1",
+  "sourceIPAddress": "cloudtrail.amazonaws.com", "userAgent": "cloudtrail.amazonaws.com", "requestParameters": {"bucketName": "org-trail"},
+  "responseElements": null, "requestID": "a1f3c5e7-0b2d-4f68-9a1c-3e5b7d9f1a2c", "eventID": "f0e1d2c3-b4a5-4968-8776-655443322110",
+  "readOnly": true, "eventType": "AwsApiCall", "managementEvent": true, "recipientAccountId": "963852741036", "eventCategory": "Management"}]}"#;
+
+/// Feeds the usage file, the issuing file and a quiet file, one batch each,
+/// through an enricher whose alert store fails as `fault` says; returns the
+/// alert store and the plan.
+async fn three_batches_with(fault: trailwatch_core::faults::FaultRule) -> (Arc<MemoryAlertStore>, Arc<trailwatch_core::faults::FaultPlan>, Arc<PipelineStats>) {
+    use trailwatch_core::faults::{FaultPlan, Faulty};
+    let issuing = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/records/web-identity-ci.json")).unwrap();
+    let rules = Arc::new(RuleSet::load(&[RuleSource { path: "user/inline-role-policy.yml".into(), text: ANY_ORIGIN_RULE.into() }]).unwrap());
+    let alerts = Arc::new(MemoryAlertStore::new());
+    let plan = FaultPlan::new(7, vec![fault]);
+    let faulty: Arc<dyn AlertStore> = Faulty::new("alerts", alerts.clone(), plan.clone());
+    let lifecycle = Arc::new(Lifecycle::new(faulty, vec![], LifecycleConfig::default()));
+    let resolver = Arc::new(Resolver::new(Arc::new(MemorySessionStore::new()), None, ResolverConfig::default()));
+    let identity = Arc::new(PendingSet::new(resolver, Arc::new(MemoryPendingStore::new()), PendingConfig::default()));
+    let stats = Arc::new(PipelineStats::default());
+    let ports = EnricherPorts {
+        history: Arc::new(MemoryHistory::new()),
+        checkpoints: Arc::new(MemoryCheckpoints::new()),
+        identity: Some(identity),
+        alerts: Some(AlertPorts {
+            rules,
+            lifecycle,
+            accounts: Arc::new(AccountDirectory::new().into()),
+            delivery: None,
+            detector: Default::default(),
+            refill: None,
+        }),
+    };
+    let (tx, rx) = mpsc::channel(4);
+    let task = tokio::spawn(run(EnricherConfig::default(), ports, rx, stats.clone(), CancellationToken::new()));
+    let mut stored = 0;
+    for (key, bytes) in [(USAGE_KEY, PUT_ROLE_POLICY.as_bytes()), (ISSUE_KEY, &issuing[..]), (QUIET_KEY, QUIET.as_bytes())] {
+        for batch in batches_of(key, bytes) {
+            tx.send(batch).await.unwrap();
+        }
+        // One file per batch: wait until this one is stored.
+        while PipelineStats::get(&stats.events_stored) == stored {
+            tokio::task::yield_now().await;
+        }
+        stored = PipelineStats::get(&stats.events_stored);
+    }
+    drop(tx);
+    task.await.unwrap();
+    assert_eq!(PipelineStats::get(&stats.origins_updated), 1, "PutRolePolicy's origin settled with the issuing file");
+    (alerts, plan, stats)
+}
+
+async fn the_alert_names_the_settled_origin(alerts: &MemoryAlertStore) {
+    let page = alerts.list(&AlertQuery { limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(page.alerts.len(), 1, "the match raised one alert: {:?}", page.alerts);
+    let origin = page.alerts[0].origin.as_ref().expect("the alert names who is behind it");
+    assert_eq!((origin.kind, origin.confidence), (OriginKind::WebIdentity, Confidence::Exact), "the settled origin, not the pending one");
+    assert_eq!(origin.principal.as_deref(), Some("repo:acme/payments-api:ref:refs/heads/main"));
+}
+
+#[tokio::test]
+async fn a_match_whose_alert_could_not_be_written_takes_the_origin_that_settled_meanwhile() {
+    use trailwatch_core::faults::{FaultKind, FaultRule};
+    // The first two commits are refused: the match is carried past the
+    // batch in which its event's origin settles.
+    let (alerts, plan, _) = three_batches_with(FaultRule::next(FaultKind::Permanent, 2).on("alerts").op("commit")).await;
+    assert_eq!(plan.injected(FaultKind::Permanent), 2, "both refused commits happened");
+    the_alert_names_the_settled_origin(&alerts).await;
+}
+
+#[tokio::test]
+async fn an_origin_update_the_alerts_could_not_take_is_tried_again_with_the_next_batch() {
+    use trailwatch_core::faults::{FaultKind, FaultRule};
+    // Finding the alerts of the settled event fails once, in the issuing file's batch.
+    let (alerts, plan, stats) = three_batches_with(FaultRule::next(FaultKind::Permanent, 1).on("alerts").op("with_origin_events")).await;
+    assert_eq!(plan.injected(FaultKind::Permanent), 1);
+    the_alert_names_the_settled_origin(&alerts).await;
+    assert_eq!(PipelineStats::get(&stats.alerts_updated), 1, "updated once, by the retried update");
+}

@@ -75,6 +75,7 @@ pub struct IntegrityChecker {
     fetched: std::sync::RwLock<PublicKeys>,
     asked: std::sync::Mutex<HashMap<(String, String), EpochMillis>>,
     key_fetches: AtomicU64,
+    findings_opened: AtomicU64,
 }
 
 /// How far either side of a digest's hour keys are asked for.
@@ -107,6 +108,7 @@ impl IntegrityChecker {
             fetched: Default::default(),
             asked: Default::default(),
             key_fetches: AtomicU64::new(0),
+            findings_opened: AtomicU64::new(0),
         }
     }
 
@@ -116,6 +118,11 @@ impl IntegrityChecker {
     pub fn with_key_fetcher(mut self, fetcher: Arc<dyn KeyFetcher>) -> Self {
         self.fetcher = Some(fetcher);
         self
+    }
+
+    /// Findings opened by the checks of this process.
+    pub fn findings_opened(&self) -> u64 {
+        self.findings_opened.load(Ordering::Relaxed)
     }
 
     /// How many times keys were fetched.
@@ -287,9 +294,15 @@ impl IntegrityChecker {
         let wrong_place = digest.digest_s3_object != key || digest.aws_account_id != account_id;
 
         // The signature.
-        let signature = self.read("integrity: reading a signature", || self.ports.signatures.signature(key)).await?;
-        let check =
-            self.check_signature(region, digest.fingerprint(), &digest.signing_string(&fetched.sha256), signature.as_deref(), (start, end, now)).await?;
+        let check = match self.read("integrity: reading a signature", || self.ports.signatures.signature(key)).await {
+            Ok(signature) => {
+                self.check_signature(region, digest.fingerprint(), &digest.signing_string(&fetched.sha256), signature.as_deref(), (start, end, now)).await?
+            }
+            // A signature that is there but cannot be checked (made with
+            // another algorithm): a finding, not a check failing for ever.
+            Err(PortError::Invalid { message, .. }) => SignatureCheck::Invalid(message),
+            Err(e) => return Err(e),
+        };
         let signature_state = match &check {
             SignatureCheck::Valid => "valid".to_owned(),
             SignatureCheck::NotChecked => "not-checked".to_owned(),
@@ -460,6 +473,7 @@ impl IntegrityChecker {
             .opened
             .extend(self.write("integrity: reconciling findings", || store.reconcile(account_id, region, gap_checked.clone(), gaps.clone(), now)).await?);
 
+        self.findings_opened.fetch_add(report.opened.len() as u64, Ordering::Relaxed);
         if let Some(alerts) = &self.ports.alerts {
             report.alerts_resolved = self.raise(alerts, account_id, region, &report.opened, now).await?;
         }

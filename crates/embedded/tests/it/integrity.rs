@@ -406,3 +406,38 @@ async fn with_a_key_service_no_digest_goes_unchecked() {
     assert_eq!(open_kinds(&s).await, vec![FindingKind::UnknownKey]);
     assert_eq!(completeness(&s).await.last_verified_digest, None);
 }
+
+/// Signatures from sidecars, but one digest's made with an algorithm the checker does not know.
+struct OtherAlgorithm {
+    inner: SidecarSignatures,
+    digest: String,
+}
+
+#[async_trait::async_trait]
+impl trailwatch_core::integrity::SignatureSource for OtherAlgorithm {
+    async fn signature(&self, digest_key: &str) -> Result<Option<String>, trailwatch_core::ports::PortError> {
+        if digest_key == self.digest {
+            return Err(trailwatch_core::ports::PortError::Invalid {
+                what: format!("s3://{BUCKET}/{digest_key}"),
+                message: "the digest is signed with \"SHA256withECDSA\", not SHA256withRSA".into(),
+            });
+        }
+        self.inner.signature(digest_key).await
+    }
+}
+
+#[tokio::test]
+async fn a_signature_made_another_way_is_a_finding_not_a_check_failing_for_ever() {
+    use trailwatch_core::integrity::SignatureSource as _;
+    let t = trail(2, None);
+    let s = setup(&t);
+    let ports = s.checker.ports().clone();
+    let signatures = OtherAlgorithm { inner: SidecarSignatures::new(Arc::new(DirSource::new(t.dir.path()))), digest: t.digests[1].clone() };
+    assert!(signatures.signature(&t.digests[0]).await.unwrap().is_some());
+    let checker = IntegrityChecker::new(IntegrityPorts { signatures: Arc::new(signatures), ..ports });
+    let s = Setup { checker, ..s };
+    check_all(&s, &t).await;
+    let findings = s.store.open_findings(None, None).await.unwrap();
+    assert_eq!(findings.iter().map(|f| f.kind).collect::<Vec<_>>(), vec![FindingKind::SignatureInvalid], "{findings:?}");
+    assert!(findings[0].detail.contains("SHA256withECDSA") && findings[0].subject == t.digests[1], "{findings:?}");
+}

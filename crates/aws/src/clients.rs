@@ -301,6 +301,8 @@ pub struct Clients {
     pub athena: aws_sdk_athena::Client,
     pub sns: aws_sdk_sns::Client,
     pub sts: aws_sdk_sts::Client,
+    /// CloudTrail's own API (public keys of digest signatures).
+    pub cloudtrail: aws_sdk_cloudtrail::Client,
     /// With the configured role's credentials when one is set.
     pub organizations: aws_sdk_organizations::Client,
 }
@@ -346,6 +348,7 @@ impl Clients {
             athena: aws_sdk_athena::Client::from_conf(aws_sdk_athena::config::Builder::from(&config).interceptor(calls.clone()).build()),
             sns: aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(&config).interceptor(calls.clone()).build()),
             sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&config).interceptor(calls.clone()).build()),
+            cloudtrail: aws_sdk_cloudtrail::Client::from_conf(aws_sdk_cloudtrail::config::Builder::from(&config).interceptor(calls.clone()).build()),
             organizations,
             config,
             calls,

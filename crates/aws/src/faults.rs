@@ -26,6 +26,12 @@
 //!
 //! The proxy runs on a runtime of its own (one thread), so it serves while
 //! the test's runtime is blocked or busy.
+//!
+//! It also stands in for operations the emulator lacks: a request whose
+//! `X-Amz-Target` has a canned answer ([`FaultProxy::answer_target`]) is
+//! answered by its handler instead of being passed on (after the plan had
+//! its draw: a fault still comes first). With a plan that injects nothing
+//! ([`FaultProxy::pass_through`]) it is the emulator plus those answers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -173,6 +179,8 @@ struct State {
     streams: HashMap<String, ChaCha8Rng>,
     requests: BTreeMap<String, u64>,
     injected: BTreeMap<(String, FaultKind), u64>,
+    /// Canned answers by `X-Amz-Target`.
+    answers: Vec<(String, Arc<dyn Answer>)>,
 }
 
 impl State {
@@ -285,6 +293,107 @@ impl FaultProxy {
     pub fn requests(&self) -> BTreeMap<String, u64> {
         self.state.lock().map(|s| s.requests.clone()).unwrap_or_default()
     }
+
+    /// Starts a proxy that injects nothing: the emulator, plus the canned
+    /// answers given to [`FaultProxy::answer_target`].
+    pub fn pass_through(upstream: &str) -> io::Result<FaultProxy> {
+        FaultProxy::start(upstream, FaultPlan::new(0))
+    }
+
+    /// Answers requests with this `X-Amz-Target` with `handler` instead of
+    /// passing them on. The target matches with or without the service's
+    /// namespace: `CloudTrail_20131101.ListPublicKeys` (what the Rust SDK
+    /// sends) and `com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.ListPublicKeys`
+    /// (what the API reference shows) are one target. A later handler for a
+    /// target replaces the earlier one.
+    pub fn answer_target(&self, target: &str, handler: Arc<dyn Answer>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.answers.retain(|(t, _)| !same_target(t, target));
+            state.answers.push((target.to_owned(), handler));
+        }
+    }
+}
+
+/// A request the proxy answers itself ([`FaultProxy::answer_target`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CannedCall<'a> {
+    /// The region of the request's SigV4 credential scope.
+    pub region: &'a str,
+    /// The request body (JSON for the JSON protocols).
+    pub body: &'a [u8],
+}
+
+/// A canned answer: an HTTP status and a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CannedReply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl CannedReply {
+    /// HTTP 200 with `body`.
+    pub fn ok(body: serde_json::Value) -> CannedReply {
+        CannedReply { status: 200, body }
+    }
+
+    /// An error in the JSON protocols' shape (`__type` and `message`).
+    pub fn error(status: u16, code: &str, message: &str) -> CannedReply {
+        CannedReply { status, body: serde_json::json!({ "__type": code, "message": message }) }
+    }
+}
+
+/// What answers a canned target. Called on the proxy's own thread: keep it quick.
+pub trait Answer: Send + Sync {
+    fn answer(&self, call: CannedCall<'_>) -> CannedReply;
+}
+
+impl<F> Answer for F
+where
+    F: Fn(CannedCall<'_>) -> CannedReply + Send + Sync,
+{
+    fn answer(&self, call: CannedCall<'_>) -> CannedReply {
+        self(call)
+    }
+}
+
+/// Whether two `X-Amz-Target` values name one operation, one of them maybe
+/// with the service's namespace in front.
+fn same_target(a: &str, b: &str) -> bool {
+    let within = |long: &str, short: &str| long.len() > short.len() && long.ends_with(short) && long[..long.len() - short.len()].ends_with('.');
+    a.eq_ignore_ascii_case(b) || within(a, b) || within(b, a)
+}
+
+/// The canned answer of a request, if its target has one.
+fn canned(state: &Mutex<State>, request: &Message) -> Option<Vec<u8>> {
+    let target = request.header("x-amz-target")?;
+    let handler = state.lock().ok()?.answers.iter().find(|(t, _)| same_target(t, target)).map(|(_, h)| h.clone())?;
+    let region = scope_part(request, 2).unwrap_or_default();
+    let reply = handler.answer(CannedCall { region: &region, body: &request.body });
+    Some(canned_response(request, &reply))
+}
+
+/// A canned reply framed as an HTTP/1.1 response.
+fn canned_response(request: &Message, reply: &CannedReply) -> Vec<u8> {
+    let body = reply.body.to_string();
+    let reason = match reply.status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Answer",
+    };
+    let content_type = request.header("content-type").unwrap_or("application/x-amz-json-1.1");
+    let request_id = format!("canned-{:016x}", fnv1a(&request.body));
+    let mut out = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nx-amzn-RequestId: {request_id}\r\n\r\n",
+        reply.status,
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
 }
 
 impl Drop for FaultProxy {
@@ -442,7 +551,7 @@ async fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) {
             }
             Some(kind) => Some(fault_response(&service, &request, kind)),
         };
-        let response = match answer {
+        let response = match answer.or_else(|| canned(state, &request)) {
             Some(bytes) => bytes,
             None => match forward(&mut backend, upstream, &request).await {
                 Ok(bytes) => bytes,
@@ -525,12 +634,7 @@ async fn exchange(conn: &mut BufReader<TcpStream>, request: &Message) -> io::Res
 
 /// The service (from the SigV4 credential scope) and operation of a request.
 fn identify(request: &Message) -> (String, String) {
-    let service = request
-        .header("authorization")
-        .and_then(|auth| auth.split("Credential=").nth(1))
-        .and_then(|scope| scope.split([',', ' ']).next())
-        .and_then(|scope| scope.split('/').nth(3))
-        .map_or_else(|| "unknown".to_owned(), str::to_ascii_lowercase);
+    let service = scope_part(request, 3).map_or_else(|| "unknown".to_owned(), |s| s.to_ascii_lowercase());
     if let Some(target) = request.header("x-amz-target") {
         return (service, target.rsplit('.').next().unwrap_or(target).to_owned());
     }
@@ -545,6 +649,14 @@ fn identify(request: &Message) -> (String, String) {
         return (service, s3_operation(method, path, query, request.header("x-amz-copy-source").is_some()).to_owned());
     }
     (service, method.to_owned())
+}
+
+/// A part of the SigV4 credential scope of a request
+/// (`<key id>/<date>/<region>/<service>/aws4_request`): 2 is the region, 3 the service.
+fn scope_part(request: &Message, index: usize) -> Option<String> {
+    let auth = request.header("authorization")?;
+    let scope = auth.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    scope.split('/').nth(index).map(str::to_owned)
 }
 
 /// The S3 operation of a path-style request, as far as cheap to tell.
@@ -653,6 +765,25 @@ mod tests {
         assert_eq!(identify(&list), ("s3".into(), "ListObjectsV2".into()));
         let moto = request("POST /moto-api/reset HTTP/1.1", &[], "");
         assert_eq!(identify(&moto).0, "unknown");
+    }
+
+    #[test]
+    fn canned_answers_match_their_target_with_or_without_namespace_and_get_the_region() {
+        let state = Mutex::new(State::default());
+        let handler: Arc<dyn Answer> = Arc::new(|call: CannedCall<'_>| CannedReply::ok(serde_json::json!({ "region": call.region, "size": call.body.len() })));
+        state.lock().unwrap().answers.push(("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.ListPublicKeys".into(), handler));
+        let auth = AUTH.replace("SERVICE", "cloudtrail").replace("us-east-1", "eu-west-3");
+        let call = |target: &str| {
+            let req = request("POST / HTTP/1.1", &[("Authorization", &auth), ("X-Amz-Target", target), ("Content-Type", "application/x-amz-json-1.1")], "{}");
+            canned(&state, &req).map(|bytes| String::from_utf8(bytes).unwrap())
+        };
+        let text = call("CloudTrail_20131101.ListPublicKeys").expect("the SDK's short target is answered");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n") && text.contains("application/x-amz-json-1.1"), "{text}");
+        assert!(text.ends_with(r#"{"region":"eu-west-3","size":2}"#), "{text}");
+        assert!(call("com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.ListPublicKeys").is_some());
+        assert!(call("CloudTrail_20131101.DescribeTrails").is_none(), "other operations go to the emulator");
+        assert!(call("Other_20131101.ListPublicKeys").is_none(), "another service's operation of the same name is not this one");
+        assert!(!same_target("ListPublicKeys", "xListPublicKeys"));
     }
 
     #[test]

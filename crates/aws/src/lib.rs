@@ -9,6 +9,7 @@
 pub mod alerts;
 pub mod athena;
 pub mod clients;
+pub mod cloudtrail;
 pub mod dynamo;
 pub mod error;
 pub mod faults;

@@ -7,6 +7,8 @@
 //! the reader before fetching more, so a 1 GB log file costs a few chunks of
 //! memory. A failure halfway through reaches the reader as an `io::Error`
 //! that names `s3://bucket/key`.
+//!
+//! [`S3Signatures`] reads a digest's signature from the object's metadata.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +20,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Semaphore;
+use trailwatch_core::integrity::SignatureSource;
 use trailwatch_core::ports::{LogSource, ObjectBody, ObjectMeta, PortError};
 
 use crate::error::{classify, source_chain, AwsResult};
@@ -168,6 +171,55 @@ impl LogSource for S3Source {
 
     async fn open(&self, key: &str) -> Result<ObjectBody, PortError> {
         Ok(Box::new(self.open_body(key).await?))
+    }
+}
+
+/// The signature algorithm CloudTrail names in a digest's metadata, the only one checked.
+pub const SIGNATURE_ALGORITHM: &str = "SHA256withRSA";
+
+/// Digest signatures as CloudTrail stores them: the digest object's user
+/// metadata `signature` (hex; `x-amz-meta-signature` on the wire) and
+/// `signature-algorithm`, read with HeadObject.
+#[derive(Debug, Clone)]
+pub struct S3Signatures {
+    source: S3Source,
+}
+
+impl S3Signatures {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3Signatures { source: S3Source::new(client, bucket) }
+    }
+
+    /// Signatures of the digests in `source`'s bucket.
+    pub fn of(source: &S3Source) -> Self {
+        S3Signatures { source: source.clone() }
+    }
+}
+
+#[async_trait]
+impl SignatureSource for S3Signatures {
+    async fn signature(&self, digest_key: &str) -> Result<Option<String>, PortError> {
+        let location = self.source.location(digest_key);
+        if digest_key.is_empty() {
+            return Err(PortError::Invalid { what: location, message: "an empty key names no object".into() });
+        }
+        let out = self
+            .source
+            .client
+            .head_object()
+            .bucket(&self.source.bucket)
+            .key(digest_key)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("s3:HeadObject {location}"), e))?;
+        let metadata = |name: &str| out.metadata().and_then(|m| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))).map(|(_, v)| v.trim());
+        if let Some(algorithm) = metadata("signature-algorithm").filter(|a| !a.eq_ignore_ascii_case(SIGNATURE_ALGORITHM)) {
+            return Err(PortError::Invalid {
+                what: location,
+                message: format!("the digest is signed with {algorithm:?}, not {SIGNATURE_ALGORITHM}: its signature cannot be checked"),
+            });
+        }
+        Ok(metadata("signature").filter(|s| !s.is_empty()).map(str::to_owned))
     }
 }
 

@@ -21,6 +21,9 @@ use trailwatch_aws::sqs::{self, parse_notification, Notification, NotificationEr
 use trailwatch_core::accounts::{AccountDirectory, AccountTag};
 use trailwatch_core::ports::{LogSource, PortError};
 
+#[path = "input/signatures.rs"]
+mod signatures;
+
 const TRAIL_KEY: &str = "AWSLogs/o-abc/111122223333/CloudTrail/us-east-1/2026/11/30/111122223333_CloudTrail_us-east-1_20261130T0000Z_x.json.gz";
 const SPACED_KEY: &str = "AWSLogs/o-abc/111122223333/CloudTrail/us-east-1/2026/11/30/copy of 111122223333_CloudTrail_us-east-1_20261130T0005Z_y.json.gz";
 

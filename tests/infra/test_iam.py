@@ -528,12 +528,15 @@ ASSUMED = {"organizations": "the Organizations read role (stacksets/stackset.yam
            "cloudtrail": "the member-account read role (stacksets/member.yaml)"}
 """Services whose calls go through a role in another account, which the task role may only assume."""
 
+OWN_ACCOUNT = {"cloudtrail:ListPublicKeys"}
+"""Calls of those services made with the task role itself (CloudTrail's public keys, for digest signatures)."""
+
 
 def through_assumed_roles(called: dict[str, list[str]]) -> dict[str, list[str]]:
     """The task role's share: calls made through another account's role become sts:AssumeRole."""
     out: dict[str, list[str]] = defaultdict(list)
     for action, sites in called.items():
-        if action.split(":")[0] in ASSUMED:
+        if action.split(":")[0] in ASSUMED and action not in OWN_ACCOUNT:
             out["sts:AssumeRole"].extend(f"{site} via {ASSUMED[action.split(':')[0]]}" for site in sites)
         else:
             out[action].extend(sites)

@@ -294,6 +294,11 @@ EXPECTED_TABLES: dict[str, dict[str, Any]] = {
         "ttl": None,
     },
     "aliases": {"keys": [("account_id", "HASH", "S")], "indexes": {}, "ttl": None},
+    "integrity": {
+        "keys": [("pk", "HASH", "S"), ("sk", "RANGE", "S")],
+        "indexes": {"open_findings": ([("open", "HASH", "S"), ("open_sort", "RANGE", "S")], "ALL")},
+        "ttl": None,
+    },
 }
 
 

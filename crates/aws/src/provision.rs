@@ -51,6 +51,7 @@ pub async fn provision(clients: &Clients, plan: &Plan) -> AwsResult<Provisioned>
     dynamo::create_ledger_table(db, &plan.tables.ledger).await?;
     dynamo::create_pending_table(db, &plan.tables.pending).await?;
     dynamo::create_aliases_table(db, &plan.tables.aliases).await?;
+    dynamo::create_integrity_table(db, &plan.tables.integrity).await?;
     crate::alerts::create_table(db, &plan.tables.alerts).await?;
 
     let (notification_queue_url, notification_dlq_url) =

@@ -367,3 +367,6 @@ async fn alias_overrides_are_set_and_removed() {
     aliases.set("111122223333", None).await.unwrap();
     assert_eq!(aliases.all().await.unwrap().into_iter().collect::<Vec<_>>(), vec![("444455556666".to_owned(), "sandbox-2".to_owned())]);
 }
+
+#[path = "dynamo/integrity.rs"]
+mod integrity;

@@ -59,13 +59,7 @@ pub fn integrity(
     public_keys: Option<&Path>,
     alerts: Option<&AlertPorts>,
 ) -> anyhow::Result<Arc<IntegrityChecker>> {
-    let keys = match public_keys {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading the public keys file {}", path.display()))?;
-            PublicKeys::from_list_json(&text, &path.display().to_string())?
-        }
-        None => PublicKeys::none(),
-    };
+    let keys = load_public_keys(public_keys)?;
     let alert_store: Arc<dyn AlertStore> = store.clone();
     Ok(Arc::new(IntegrityChecker::new(IntegrityPorts {
         source: source.clone(),
@@ -74,6 +68,18 @@ pub fn integrity(
         store: store.clone(),
         alerts: alerts.map(|a| IntegrityAlerts { lifecycle: a.lifecycle.clone(), store: alert_store }),
     })))
+}
+
+/// The public keys of digest signatures in `path` (the JSON `aws
+/// cloudtrail list-public-keys` prints); none without a path.
+pub fn load_public_keys(path: Option<&Path>) -> anyhow::Result<PublicKeys> {
+    Ok(match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading the public keys file {}", path.display()))?;
+            PublicKeys::from_list_json(&text, &path.display().to_string())?
+        }
+        None => PublicKeys::none(),
+    })
 }
 
 /// Identity resolution over the store: sessions, the history fallback, and the pending set.

@@ -95,6 +95,8 @@ pub enum Claim {
 pub struct DynamoLedger {
     client: Client,
     table: String,
+    /// Where `completeness` comes from.
+    integrity: super::integrity::IntegrityLink,
 }
 
 fn summary_key(shard: u32) -> String {
@@ -240,7 +242,12 @@ impl SummaryDelta {
 
 impl DynamoLedger {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoLedger { client, table: table.into() }
+        DynamoLedger { client, table: table.into(), integrity: Default::default() }
+    }
+
+    /// Answers `completeness` from `store` (the integrity table).
+    pub fn with_integrity(self, store: Arc<dyn trailwatch_core::integrity::IntegrityStore>) -> Self {
+        DynamoLedger { integrity: super::integrity::IntegrityLink(Some(store)), ..self }
     }
 
     fn place(&self, key: &str) -> String {
@@ -667,6 +674,13 @@ impl Checkpoints for DynamoLedger {
         }
         activity.sort_by(|a, b| (&a.account_id, &a.region).cmp(&(&b.account_id, &b.region)));
         Ok(activity)
+    }
+
+    async fn completeness(&self) -> Result<Vec<trailwatch_core::integrity::Completeness>, PortError> {
+        match &self.integrity.0 {
+            Some(store) => store.completeness().await,
+            None => Ok(Vec::new()),
+        }
     }
 }
 

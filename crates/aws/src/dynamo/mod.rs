@@ -11,6 +11,7 @@
 //! | pending | `account_id` S | `event_id` S | `by_missing_key` (`missing_key` S, `event_time` N), `by_event_time` (`shard` N, `event_time` N), both KEYS_ONLY | |
 //! | ledger | `object_key` S | | `problems` (`problem` S, `processed_at` N), `counters` (`counter` S, `counter_sort` S), both ALL | |
 //! | aliases | `account_id` S | | | |
+//! | integrity | `pk` S | `sk` S | `open_findings` (`open` S, `open_sort` S), ALL | |
 //!
 //! The `create_*_table` functions make a table when it is missing and check
 //! an existing one has the expected keys and indexes; each module says what
@@ -20,11 +21,13 @@
 //! unprocessed, with backoff), and query pagination.
 
 pub mod aliases;
+pub mod integrity;
 pub mod ledger;
 pub mod pending;
 pub mod sessions;
 
 pub use aliases::DynamoAliases;
+pub use integrity::DynamoIntegrityStore;
 pub use ledger::{Claim, DynamoLedger};
 pub use pending::DynamoPendingStore;
 pub use sessions::DynamoSessionStore;
@@ -64,13 +67,22 @@ pub struct TableNames {
     pub pending: String,
     pub alerts: String,
     pub aliases: String,
+    pub integrity: String,
 }
 
 impl TableNames {
     /// `<prefix>-sessions`, `<prefix>-ledger`, `<prefix>-pending`, `<prefix>-alerts`, `<prefix>-aliases`.
+    /// And `<prefix>-integrity`.
     pub fn with_prefix(prefix: &str) -> TableNames {
         let name = |table: &str| format!("{prefix}-{table}");
-        TableNames { sessions: name("sessions"), ledger: name("ledger"), pending: name("pending"), alerts: name("alerts"), aliases: name("aliases") }
+        TableNames {
+            sessions: name("sessions"),
+            ledger: name("ledger"),
+            pending: name("pending"),
+            alerts: name("alerts"),
+            aliases: name("aliases"),
+            integrity: name("integrity"),
+        }
     }
 }
 
@@ -230,10 +242,29 @@ pub async fn batch_write(client: &Client, table: &str, requests: Vec<WriteReques
 /// keys DynamoDB leaves unprocessed, with backoff. Missing items are left
 /// out; order is not kept. Keys must be distinct.
 pub async fn batch_get(client: &Client, table: &str, keys: Vec<Item>, consistent: bool) -> AwsResult<Vec<Item>> {
+    batch_get_projected(client, table, keys, consistent, None).await
+}
+
+/// [`batch_get`] reading only the attributes a projection expression names
+/// (with its `#name` placeholders).
+pub async fn batch_get_projected(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    consistent: bool,
+    projection: Option<(&str, HashMap<String, String>)>,
+) -> AwsResult<Vec<Item>> {
     let what = op("BatchGetItem", table);
     let mut found = Vec::with_capacity(keys.len());
+    let (projection, names) = projection.map_or((None, None), |(p, names)| (Some(p.to_owned()), Some(names).filter(|n| !n.is_empty())));
     for chunk in keys.chunks(BATCH_GET_MAX) {
-        let mut request = KeysAndAttributes::builder().set_keys(Some(chunk.to_vec())).consistent_read(consistent).build().map_err(|e| build_error(&what, e))?;
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(chunk.to_vec()))
+            .consistent_read(consistent)
+            .set_projection_expression(projection.clone())
+            .set_expression_attribute_names(names.clone())
+            .build()
+            .map_err(|e| build_error(&what, e))?;
         let mut backoff = Backoff::new(UNPROCESSED_RETRIES);
         loop {
             let out = client.batch_get_item().request_items(table, request).send().await.map_err(|e| classify(&what, e))?;
@@ -497,4 +528,21 @@ pub async fn create_ledger_table(client: &Client, name: &str) -> AwsResult<()> {
 /// Creates the aliases table if missing: partition key `account_id` (S). See [`aliases`].
 pub async fn create_aliases_table(client: &Client, name: &str) -> AwsResult<()> {
     create_table(client, TableSpec { name, hash: Key::s("account_id"), range: None, indexes: vec![], ttl: None }).await
+}
+
+/// Creates the integrity table if missing: partition key `pk` (S), sort key
+/// `sk` (S); ALL index `open_findings` (partition `open` S, sort `open_sort`
+/// S: only open findings carry `open`). See [`integrity`].
+pub async fn create_integrity_table(client: &Client, name: &str) -> AwsResult<()> {
+    create_table(
+        client,
+        TableSpec {
+            name,
+            hash: Key::s("pk"),
+            range: Some(Key::s("sk")),
+            indexes: vec![Index { name: integrity::OPEN_FINDINGS, hash: Key::s("open"), range: Key::s("open_sort"), projection: ProjectionType::All }],
+            ttl: None,
+        },
+    )
+    .await
 }

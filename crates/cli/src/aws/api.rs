@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use trailwatch_api::{Accounts, AliasStore, ApiDeps, ApiState, Limits};
 use trailwatch_aws::alerts::DynamoAlertStore;
-use trailwatch_aws::dynamo::{DynamoAliases, DynamoLedger};
+use trailwatch_aws::dynamo::{DynamoAliases, DynamoIntegrityStore, DynamoLedger};
 use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleConfig};
 use trailwatch_core::alerts::AlertStore;
 use trailwatch_core::ports::PortError;
@@ -54,17 +54,21 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
     if let Some(archive) = &archive {
         exported = exported.athena("session_archive", archive.athena().clone());
     }
-    let deps = Arc::new(ApiDeps {
-        history: history_with(&clients, &settings, history_athena)?,
-        checkpoints: Arc::new(DynamoLedger::new(clients.dynamodb.clone(), settings.tables.ledger.clone())),
-        alerts: alerts.clone(),
-        lifecycle: Arc::new(Lifecycle::new(alerts, vec![SNS_SINK.to_owned()], LifecycleConfig::default())),
-        rules: crate::commands::api::api_rules(args.rules.as_deref())?,
-        accounts: accounts.clone(),
-        identity,
-        alert_feed: server::feed(),
-        limits: Limits::default(),
-    });
+    let deps =
+        Arc::new(ApiDeps {
+            history: history_with(&clients, &settings, history_athena)?,
+            // health.completeness: the digest checks the enricher recorded.
+            checkpoints: Arc::new(DynamoLedger::new(clients.dynamodb.clone(), settings.tables.ledger.clone()).with_integrity(Arc::new(
+                DynamoIntegrityStore::new(clients.dynamodb.clone(), settings.tables.integrity.clone(), settings.tables.ledger.clone()),
+            ))),
+            alerts: alerts.clone(),
+            lifecycle: Arc::new(Lifecycle::new(alerts, vec![SNS_SINK.to_owned()], LifecycleConfig::default())),
+            rules: crate::commands::api::api_rules(args.rules.as_deref())?,
+            accounts: accounts.clone(),
+            identity,
+            alert_feed: server::feed(),
+            limits: Limits::default(),
+        });
     {
         // The account list, refreshed hourly; the last good one stays when a refresh fails.
         let (clients, settings, accounts, stop, organizations) =

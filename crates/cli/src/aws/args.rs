@@ -138,6 +138,13 @@ pub struct EnricherArgs {
     /// Do not query Athena for sessions the session table lacks.
     #[arg(long)]
     pub no_athena: bool,
+    /// Do not check digest files (signature, chain, listed log files): they are then only recorded.
+    #[arg(long, env = "TRAILWATCH_NO_DIGEST_CHECK")]
+    pub no_digest_check: bool,
+    /// Public keys of digest signatures (the JSON `aws cloudtrail list-public-keys` prints);
+    /// keys not in it are asked of CloudTrail's ListPublicKeys in each digest's region.
+    #[arg(long, env = "TRAILWATCH_PUBLIC_KEYS")]
+    pub public_keys: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -26,10 +26,11 @@ use tracing::{info, warn};
 use trailwatch_aws::alerts::DynamoAlertStore;
 use trailwatch_aws::athena::{Athena, AthenaArchive};
 use trailwatch_aws::clients::Clients;
-use trailwatch_aws::dynamo::{DynamoAliases, DynamoLedger, DynamoPendingStore, DynamoSessionStore};
+use trailwatch_aws::cloudtrail::CloudTrailKeys;
+use trailwatch_aws::dynamo::{DynamoAliases, DynamoIntegrityStore, DynamoLedger, DynamoPendingStore, DynamoSessionStore};
 use trailwatch_aws::history::S3History;
 use trailwatch_aws::organizations::load_directory;
-use trailwatch_aws::s3::S3Source;
+use trailwatch_aws::s3::{S3Signatures, S3Source};
 use trailwatch_aws::sns::SnsSink;
 use trailwatch_aws::sqs::{Queue, Received, VisibilityKeeper};
 use trailwatch_collector::{collect_file, CollectorPorts};
@@ -38,6 +39,7 @@ use trailwatch_core::alerts::lifecycle::{Lifecycle, LifecycleConfig};
 use trailwatch_core::alerts::{AlertSink, AlertStore};
 use trailwatch_core::event::{FileBatch, FileOutcome, RejectedRecord};
 use trailwatch_core::identity::{PendingConfig, PendingSet, Resolver, ResolverConfig, SessionArchive};
+use trailwatch_core::integrity::{IntegrityAlerts, IntegrityChecker, IntegrityPorts};
 use trailwatch_core::layout::classify;
 use trailwatch_core::ports::{Checkpoints, FileActivity, LedgerEntry, LedgerSummary, ObjectMeta, PortError};
 use trailwatch_core::rules::DetectorConfig;
@@ -205,6 +207,24 @@ pub fn identity_parts(clients: &Clients, settings: &Settings, athena: bool) -> a
     Ok((Arc::new(PendingSet::new(resolver, pending, PendingConfig::default())), archive))
 }
 
+/// The digest checker of AWS mode: digests and log files read from the
+/// trail bucket, signatures from the digests' metadata, public keys from
+/// `--public-keys` and else from CloudTrail's `ListPublicKeys` in each
+/// digest's region, state in the integrity table; findings raise
+/// `trail-integrity` alerts through `alerts`.
+pub fn integrity_checker(
+    clients: &Clients,
+    settings: &Settings,
+    source: &Arc<S3Source>,
+    public_keys: Option<&std::path::Path>,
+    alerts: IntegrityAlerts,
+) -> anyhow::Result<Arc<IntegrityChecker>> {
+    let keys = crate::pipeline::load_public_keys(public_keys)?;
+    let store = Arc::new(DynamoIntegrityStore::new(clients.dynamodb.clone(), settings.tables.integrity.clone(), settings.tables.ledger.clone()));
+    let ports = IntegrityPorts { source: source.clone(), signatures: Arc::new(S3Signatures::of(source)), keys: Arc::new(keys), store, alerts: Some(alerts) };
+    Ok(Arc::new(IntegrityChecker::new(ports).with_key_fetcher(Arc::new(CloudTrailKeys::new(clients.cloudtrail.clone())))))
+}
+
 /// The enriched history in S3, read through this Athena runner (whose counters `/metrics` shows).
 pub fn history_with(clients: &Clients, settings: &Settings, athena: Arc<Athena>) -> anyhow::Result<Arc<S3History>> {
     Ok(Arc::new(S3History::new(
@@ -254,9 +274,20 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
     let delivery_stop = CancellationToken::new();
     let delivery_stats = Arc::new(DeliveryStats::default());
     let delivery =
-        tokio::spawn(delivery::run(alert_store, vec![sns], DeliveryConfig::default(), delivery_stats.clone(), handle.clone(), delivery_stop.clone()));
+        tokio::spawn(delivery::run(alert_store.clone(), vec![sns], DeliveryConfig::default(), delivery_stats.clone(), handle.clone(), delivery_stop.clone()));
 
     let source = Arc::new(S3Source::new(clients.s3.clone(), bucket.clone()));
+    let integrity = if args.no_digest_check {
+        None
+    } else {
+        Some(integrity_checker(
+            &clients,
+            &settings,
+            &source,
+            args.public_keys.as_deref(),
+            IntegrityAlerts { lifecycle: lifecycle.clone(), store: alert_store.clone() },
+        )?)
+    };
     let history_athena = settings.athena(&clients);
     let history = history_with(&clients, &settings, history_athena.clone())?;
     let (identity, archive) = identity_parts(&clients, &settings, !args.no_athena)?;
@@ -271,6 +302,9 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
         .queues(gauges.clone());
     if let Some(archive) = &archive {
         exported = exported.athena("session_archive", archive.athena().clone());
+    }
+    if let Some(checker) = &integrity {
+        exported = exported.integrity(checker.clone());
     }
     let _metrics = metrics::serve(settings.options.metrics_listen, exported, shutdown.clone()).await?;
     if settings.options.metrics_listen.is_some() {
@@ -298,7 +332,7 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
         shutdown.clone(),
     ));
 
-    let ports = CollectorPorts { source, checkpoints: ledger.clone(), integrity: None };
+    let ports = CollectorPorts { source, checkpoints: ledger.clone(), integrity };
     let visibility = Duration::from_secs(args.queue.visibility_seconds);
     let wait = Duration::from_secs(args.queue.wait_seconds);
     let permits = Arc::new(Semaphore::new(usize::from(args.queue.workers)));

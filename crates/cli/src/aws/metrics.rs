@@ -32,6 +32,7 @@ use trailwatch_aws::athena::{Athena, AthenaArchive};
 use trailwatch_aws::clients::ApiCalls;
 use trailwatch_aws::sns::action;
 use trailwatch_core::identity::Resolver;
+use trailwatch_core::integrity::IntegrityChecker;
 use trailwatch_core::stats::{PipelineStats, Stage, StageTimes};
 use trailwatch_enricher::delivery::{DeliveryStats, SinkStats};
 
@@ -69,12 +70,30 @@ pub struct Exported {
     athena: Vec<(&'static str, Arc<Athena>)>,
     delivery: Option<Arc<DeliveryStats>>,
     queues: Option<Arc<QueueGauges>>,
+    integrity: Option<Arc<IntegrityChecker>>,
 }
 
 impl Exported {
     /// The AWS requests of `service`; add the rest with the other methods.
     pub fn new(service: &'static str, calls: ApiCalls) -> Self {
-        Exported { service, calls, counters: None, pipeline: None, resolver: None, archive: None, athena: Vec::new(), delivery: None, queues: None }
+        Exported {
+            service,
+            calls,
+            counters: None,
+            pipeline: None,
+            resolver: None,
+            archive: None,
+            athena: Vec::new(),
+            delivery: None,
+            queues: None,
+            integrity: None,
+        }
+    }
+
+    /// The digest checker's findings and key fetches.
+    pub fn integrity(mut self, checker: Arc<IntegrityChecker>) -> Self {
+        self.integrity = Some(checker);
+        self
     }
 
     pub fn counters(mut self, counters: Arc<Counters>) -> Self {
@@ -161,6 +180,29 @@ impl Exported {
         }
         if let Some(q) = &self.queues {
             q.render(&mut t);
+        }
+        if let Some(c) = &self.integrity {
+            t.single(
+                "trailwatch_integrity_findings_opened_total",
+                "counter",
+                "Trail integrity findings opened by digest checks (each raises or adds to a trail-integrity alert).",
+                c.findings_opened(),
+            );
+            t.single(
+                "trailwatch_digest_key_fetches_total",
+                "counter",
+                "Times the public keys of digest signatures were fetched (ListPublicKeys).",
+                c.key_fetches(),
+            );
+            t.family(
+                "trailwatch_integrity_port_calls_total",
+                "counter",
+                "Calls of the digest checker (objects, signatures, keys, its store) retried, timed out, or given up.",
+            );
+            let r = c.retries();
+            for (result, n) in [("retried", &r.retried), ("timed_out", &r.timed_out), ("gave_up", &r.gave_up)] {
+                t.sample("trailwatch_integrity_port_calls_total", &[("result", result)], n.load(Ordering::Relaxed));
+            }
         }
         t.family("trailwatch_aws_requests_total", "counter", "Requests sent to AWS, by operation (retries included).");
         for (operation, n) in self.calls.snapshot() {

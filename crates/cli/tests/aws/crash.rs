@@ -112,22 +112,7 @@ async fn sigkill_of_the_collector_and_the_enricher_loses_nothing_on_aws() {
     run_ok(gen);
     let key: Value = serde_json::from_slice(&std::fs::read(trail.join("expected.json")).unwrap()).unwrap();
 
-    let mut setup = trailwatch(&moto);
-    setup.args(["aws-setup", "--name-prefix", "tw", "--max-receive-count", "50"]);
-    let env: BTreeMap<String, String> =
-        run_ok(setup).lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-    let topic_queue = clients.sqs.create_queue().queue_name("ticketing").send().await.unwrap().queue_url.unwrap();
-    let arn = trailwatch_aws::provision::queue_arn(&clients, &topic_queue).await.unwrap();
-    clients
-        .sns
-        .subscribe()
-        .topic_arn(&env["TRAILWATCH_ALERT_TOPIC_ARN"])
-        .protocol("sqs")
-        .endpoint(arn)
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
+    let (env, topic_queue) = super::aws_setup(&moto, &clients, &["--max-receive-count", "50"]).await;
 
     // Short leases, so work a killed service held comes back within seconds.
     let logs = tmp.path();

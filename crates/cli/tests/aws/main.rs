@@ -25,6 +25,7 @@ use trailwatch_aws::moto::Moto;
 use trailwatch_core::ports::Checkpoints;
 
 mod crash;
+mod integrity;
 
 /// The tests of this binary each run the services against an emulator.
 /// Side by side on a 2-core machine they starve one another, and files of
@@ -272,6 +273,21 @@ pub(crate) async fn receive_all(clients: &Clients, url: &str, quiet: Duration) -
         }
     }
     all
+}
+
+/// The resources `trailwatch aws-setup` creates (with `extra` flags), the
+/// environment it prints, and a queue subscribed raw to the alert topic
+/// (its URL).
+pub(crate) async fn aws_setup(moto: &Moto, clients: &Clients, extra: &[&str]) -> (BTreeMap<String, String>, String) {
+    let mut setup = trailwatch(moto);
+    setup.args(["aws-setup", "--name-prefix", "tw"]).args(extra);
+    let env: BTreeMap<String, String> =
+        run_ok(setup).lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let queue = clients.sqs.create_queue().queue_name("ticketing").send().await.unwrap().queue_url.unwrap();
+    let arn = trailwatch_aws::provision::queue_arn(clients, &queue).await.unwrap();
+    let subscribe = clients.sns.subscribe().topic_arn(&env["TRAILWATCH_ALERT_TOPIC_ARN"]).protocol("sqs").endpoint(arn);
+    subscribe.attributes("RawMessageDelivery", "true").send().await.unwrap();
+    (env, queue)
 }
 
 pub(crate) fn attribute(message: &aws_sdk_sqs::types::Message, name: &str) -> String {

@@ -72,7 +72,8 @@ pub struct IntegrityChecker {
     /// Where keys not configured come from, the keys fetched so far, and
     /// when each region and fingerprint was last asked for.
     fetcher: Option<Arc<dyn KeyFetcher>>,
-    fetched: std::sync::RwLock<PublicKeys>,
+    /// Fetched keys by region: each region's digests are checked with that region's keys.
+    fetched: std::sync::RwLock<HashMap<String, PublicKeys>>,
     asked: std::sync::Mutex<HashMap<(String, String), EpochMillis>>,
     key_fetches: AtomicU64,
     findings_opened: AtomicU64,
@@ -148,17 +149,18 @@ impl IntegrityChecker {
             return Ok(self.ports.keys.check_required(Some(f), signing_string, signature));
         }
         if let Some(f) = fingerprint {
-            let known = self.fetched.read().unwrap_or_else(|p| p.into_inner()).contains(f);
+            let known = self.fetched.read().unwrap_or_else(|p| p.into_inner()).get(region).is_some_and(|keys| keys.contains(f));
             let place = (region.to_owned(), f.to_ascii_lowercase());
             let asked_lately = self.asked.lock().unwrap_or_else(|p| p.into_inner()).get(&place).is_some_and(|at| now.saturating_sub(*at) < KEY_REASK);
             if !known && signature.is_some() && !asked_lately {
                 let keys = self.read("integrity: fetching public keys", || fetcher.fetch(region, start - KEY_MARGIN, end + KEY_MARGIN)).await?;
                 self.key_fetches.fetch_add(1, Ordering::Relaxed);
-                self.fetched.write().unwrap_or_else(|p| p.into_inner()).extend(keys);
+                self.fetched.write().unwrap_or_else(|p| p.into_inner()).entry(region.to_owned()).or_default().extend(keys);
                 self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(place, now);
             }
         }
-        Ok(self.fetched.read().unwrap_or_else(|p| p.into_inner()).check_required(fingerprint, signing_string, signature))
+        let fetched = self.fetched.read().unwrap_or_else(|p| p.into_inner());
+        Ok(fetched.get(region).unwrap_or(&PublicKeys::none()).check_required(fingerprint, signing_string, signature))
     }
 
     /// Retries each port call with `policy`. Its time limit applies to reads

@@ -59,6 +59,7 @@ fn digest(account: &str, hour: i64, files: u64) -> DigestRecord {
         fingerprint: Some(format!("fp{hour}")),
         signature: "valid".into(),
         chain_ok: true,
+        previous: None,
         files,
         checked_at: NOW + hour,
     }
@@ -77,7 +78,7 @@ fn listed(d: &DigestRecord, n: usize, state: FileState) -> ListedFile {
 }
 
 fn span(d: &DigestRecord) -> DigestSpan {
-    DigestSpan { location: d.location.clone(), start: d.start, end: d.end }
+    DigestSpan::of(d)
 }
 
 async fn only(store: &DynamoIntegrityStore) -> Completeness {
@@ -93,7 +94,7 @@ fn counts(c: &Completeness) -> (u64, u64, u64, u64, u64, u64) {
 #[tokio::test]
 async fn a_digest_checked_again_replaces_its_files_and_counts_once() {
     let store = store().await;
-    let d = digest(ACCOUNT, 0, 3);
+    let d = DigestRecord { previous: Some(digest_key(ACCOUNT, -1)), ..digest(ACCOUNT, 0, 3) };
     let files = vec![listed(&d, 0, FileState::Verified), listed(&d, 1, FileState::Missing), listed(&d, 2, FileState::Mismatched)];
     store.record_digest(d.clone(), files.clone()).await.unwrap();
     assert_eq!(store.digest(&d.key).await.unwrap(), Some(d.clone()), "every field of the digest round-trips");
@@ -102,7 +103,7 @@ async fn a_digest_checked_again_replaces_its_files_and_counts_once() {
     assert_eq!(counts(&only(&store).await), (1, 3, 0, 1, 1, 1));
 
     // Checked again: one file came back, one is no longer listed, one is new.
-    let again = DigestRecord { checked_at: NOW + 99, fingerprint: None, ..d.clone() };
+    let again = DigestRecord { checked_at: NOW + 99, fingerprint: None, previous: None, ..d.clone() };
     let files = vec![listed(&d, 0, FileState::Verified), listed(&d, 1, FileState::Verified), listed(&d, 3, FileState::Missing)];
     store.record_digest(again.clone(), files.clone()).await.unwrap();
     assert_eq!(store.digest(&d.key).await.unwrap(), Some(again));

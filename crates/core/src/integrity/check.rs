@@ -284,12 +284,12 @@ impl IntegrityChecker {
                     fingerprint: None,
                     signature: FindingKind::DigestUnreadable.as_str().to_owned(),
                     chain_ok: false,
+                    previous: None,
                     files: 0,
                     checked_at: now,
                 };
                 self.write("integrity: recording a digest", || self.ports.store.record_digest(record.clone(), vec![])).await?;
-                let own = DigestSpan { location, start: file_time - HOUR, end: file_time };
-                return self.settle(account_id, region, checked, report, &own, (file_time, now)).await;
+                return self.settle(account_id, region, checked, report, &DigestSpan::of(&record), (file_time, now)).await;
             }
         };
         let location = digest.location();
@@ -381,11 +381,12 @@ impl IntegrityChecker {
             fingerprint: digest.fingerprint().map(str::to_owned),
             signature: signature_state,
             chain_ok,
+            previous: digest.previous_digest_s3_object.clone().filter(|p| !p.is_empty()),
             files: files.len() as u64,
             checked_at: now,
         };
         self.write("integrity: recording a digest", || self.ports.store.record_digest(record.clone(), files.clone())).await?;
-        self.settle(account_id, region, checked, report, &DigestSpan { location, start, end }, (file_time, now)).await
+        self.settle(account_id, region, checked, report, &DigestSpan::of(&record), (file_time, now)).await
     }
 
     /// Settles the digest's findings, looks again at the account and
@@ -458,7 +459,12 @@ impl IntegrityChecker {
         for (prev, next) in pairs.into_iter().flatten() {
             // A digest of these hours exists but its check failed: not a gap (yet).
             let pending_check = unchecked.iter().any(|t| prev.end < *t && *t <= next.start + HOUR);
-            if next.start > prev.end + GAP_TOLERANCE && !pending_check {
+            // The later digest names, as its previous, a digest that is in the
+            // bucket and is not the earlier one: that digest lies between
+            // them and has not been checked yet (digests are checked in any
+            // order). Its own check settles the hours either side of it.
+            let between = next.chain_ok && next.previous.as_deref().is_some_and(|p| p != prev.key);
+            if next.start > prev.end + GAP_TOLERANCE && !pending_check && !between {
                 let hours = (next.start - prev.end + HOUR / 2) / HOUR;
                 gaps.push(Finding {
                     kind: FindingKind::DigestGap,

@@ -179,16 +179,30 @@ pub struct DigestRecord {
     pub signature: String,
     /// Whether it links to the previous digest as it says (true for the first of a chain).
     pub chain_ok: bool,
+    /// The key of the previous digest it names; None for the first of a chain.
+    pub previous: Option<String>,
     pub files: u64,
     pub checked_at: EpochMillis,
 }
 
-/// Where a digest lies in its chain: `s3://bucket/key`, and the hour it covers.
+/// Where a digest lies in its chain: its key and `s3://bucket/key`, the
+/// hour it covers, the previous digest it names and whether that one was
+/// there as named.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestSpan {
+    pub key: String,
     pub location: String,
     pub start: EpochMillis,
     pub end: EpochMillis,
+    pub previous: Option<String>,
+    pub chain_ok: bool,
+}
+
+impl DigestSpan {
+    /// The span of a recorded digest.
+    pub fn of(d: &DigestRecord) -> DigestSpan {
+        DigestSpan { key: d.key.clone(), location: d.location.clone(), start: d.start, end: d.end, previous: d.previous.clone(), chain_ok: d.chain_ok }
+    }
 }
 
 /// The digests either side of one ([`IntegrityStore::digest_neighbours`]).

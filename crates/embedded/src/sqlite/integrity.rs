@@ -15,8 +15,8 @@ use super::{decode, signed, unsigned, SqliteStore};
 
 const UPSERT_DIGEST: &str = "
 INSERT OR REPLACE INTO integrity_digests
-    (key, location, account_id, region, start_time, end_time, fingerprint, signature, chain_ok, files, checked_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    (key, location, account_id, region, start_time, end_time, fingerprint, signature, chain_ok, files, checked_at, previous)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 const UPSERT_FILE: &str = "
 INSERT OR REPLACE INTO integrity_files (key, digest_key, account_id, region, expected_sha256, state, actual_sha256)
@@ -26,9 +26,9 @@ const PROBLEM_FILES: &str = "
 SELECT key, digest_key, account_id, region, expected_sha256, state, actual_sha256 FROM integrity_files
 WHERE account_id = ?1 AND region = ?2 AND state <> 'verified' ORDER BY key";
 
-const BEFORE: &str = "SELECT location, start_time, end_time FROM integrity_digests
+const BEFORE: &str = "SELECT key, location, start_time, end_time, previous, chain_ok FROM integrity_digests
 WHERE account_id = ?1 AND region = ?2 AND start_time < ?3 ORDER BY start_time DESC, key DESC LIMIT 1";
-const AFTER: &str = "SELECT location, start_time, end_time FROM integrity_digests
+const AFTER: &str = "SELECT key, location, start_time, end_time, previous, chain_ok FROM integrity_digests
 WHERE account_id = ?1 AND region = ?2 AND start_time > ?3 ORDER BY start_time, key LIMIT 1";
 
 const FINDING_COLUMNS: &str = "kind, account_id, region, subject, digest, detail, at";
@@ -78,7 +78,8 @@ fn record_digest(conn: &mut Connection, d: &DigestRecord, files: &[ListedFile]) 
         d.signature,
         d.chain_ok,
         signed(d.files),
-        d.checked_at
+        d.checked_at,
+        d.previous
     ])?;
     tx.prepare_cached("DELETE FROM integrity_files WHERE digest_key = ?1")?.execute([&d.key])?;
     upsert_files(&tx, files)?;
@@ -221,7 +222,9 @@ impl IntegrityStore for SqliteStore {
         self.read(move |conn| {
             let side = |sql: &str| {
                 conn.prepare_cached(sql)?
-                    .query_row(params![account_id, region, start], |r| Ok(DigestSpan { location: r.get(0)?, start: r.get(1)?, end: r.get(2)? }))
+                    .query_row(params![account_id, region, start], |r| {
+                        Ok(DigestSpan { key: r.get(0)?, location: r.get(1)?, start: r.get(2)?, end: r.get(3)?, previous: r.get(4)?, chain_ok: r.get(5)? })
+                    })
                     .optional()
             };
             Ok(Neighbours { before: side(BEFORE)?, after: side(AFTER)? })

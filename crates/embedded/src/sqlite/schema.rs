@@ -376,8 +376,15 @@ CREATE TABLE integrity_findings (
 CREATE INDEX integrity_findings_open ON integrity_findings (account_id, region) WHERE cleared_at IS NULL;
 ";
 
+/// The previous digest each digest names, so that gaps are told from
+/// digests not checked yet (NULL: the first of a chain, or checked before
+/// this step).
+const DIGEST_LINKS: &str = "
+ALTER TABLE integrity_digests ADD COLUMN previous TEXT;
+";
+
 /// The migration steps, in order: a database at version `n` has had the first `n`.
-pub const MIGRATIONS: &[&str] = &[LEDGER, HISTORY, COUNTERS, IDENTITY, SESSIONS, PENDING, ARRIVAL_BUCKETS, ALERTS, SEARCH, INTEGRITY];
+pub const MIGRATIONS: &[&str] = &[LEDGER, HISTORY, COUNTERS, IDENTITY, SESSIONS, PENDING, ARRIVAL_BUCKETS, ALERTS, SEARCH, INTEGRITY, DIGEST_LINKS];
 
 /// The schema version this code writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -56,7 +56,7 @@ async fn a_version_8_database_migrates_and_searches() {
     {
         let conn = Connection::open(&path).expect("open");
         assert_eq!(schema::version(&conn).expect("version"), SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 10);
+        assert_eq!(SCHEMA_VERSION, 11);
     }
     let by_alice = EventFilter { origin_principal: Some("arn:aws:iam::111122223333:user/alice".into()), ..EventFilter::new(t0 - 1, t0 + 1, 10) };
     let page = store.search(&by_alice).await.expect("search");

@@ -132,6 +132,9 @@ impl DynamoIntegrityStore {
         if let Some(fingerprint) = &d.fingerprint {
             item.insert("fingerprint".to_owned(), s(fingerprint));
         }
+        if let Some(previous) = &d.previous {
+            item.insert("previous".to_owned(), s(previous));
+        }
         item
     }
 
@@ -147,6 +150,7 @@ impl DynamoIntegrityStore {
             fingerprint: read.opt_s("fingerprint")?.map(str::to_owned),
             signature: read.s("signature")?.to_owned(),
             chain_ok: read.n::<u8>("chain_ok")? == 1,
+            previous: read.opt_s("previous")?.map(str::to_owned),
             files: read.n("files")?,
             checked_at: read.n("checked_at")?,
         })
@@ -154,7 +158,14 @@ impl DynamoIntegrityStore {
 
     pub(super) fn span(&self, item: &Item) -> AwsResult<DigestSpan> {
         let read = self.reader(item)?;
-        Ok(DigestSpan { location: read.s("location")?.to_owned(), start: read.n("start")?, end: read.n("end")? })
+        Ok(DigestSpan {
+            key: read.s("key")?.to_owned(),
+            location: read.s("location")?.to_owned(),
+            start: read.n("start")?,
+            end: read.n("end")?,
+            previous: read.opt_s("previous")?.map(str::to_owned),
+            chain_ok: read.n::<u8>("chain_ok")? == 1,
+        })
     }
 
     pub(super) fn finding(&self, item: &Item) -> AwsResult<Finding> {

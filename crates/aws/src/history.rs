@@ -48,6 +48,7 @@ mod objects;
 mod sql;
 
 pub use objects::{read_event_object, read_origins_object, StoredEvent, StoredOrigin};
+pub use sql::{result_column_names, result_row};
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

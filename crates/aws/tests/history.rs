@@ -19,7 +19,7 @@ use aws_sdk_athena::types::QueryExecution;
 use serde_json::Value;
 use trailwatch_aws::athena::{placeholders, string_literal, Athena, AthenaSettings};
 use trailwatch_aws::clients::Clients;
-use trailwatch_aws::history::{read_event_object, read_origins_object, S3History};
+use trailwatch_aws::history::{read_event_object, read_origins_object, result_column_names, result_row, S3History};
 use trailwatch_aws::moto::{self, Moto};
 use trailwatch_core::conformance::{sample_event, sample_origin};
 use trailwatch_core::event::Event;
@@ -98,8 +98,8 @@ impl Env {
     /// Queues results for the next query executions: `RESULT` columns, a
     /// header row as Athena sends, then the rows.
     fn can(&self, results: Vec<Vec<Vec<Option<String>>>>) {
-        let columns: Vec<String> = RESULT.iter().map(|c| (*c).to_owned()).collect();
-        let header: Vec<Option<String>> = RESULT.iter().map(|c| Some((*c).to_owned())).collect();
+        let columns = result_column_names();
+        let header: Vec<Option<String>> = columns.iter().map(|c| Some(c.clone())).collect();
         let results = results.into_iter().map(|rows| (columns.clone(), std::iter::once(header.clone()).chain(rows).collect())).collect();
         self.moto.can_athena_results(&self.account, &self.region, results).unwrap();
     }
@@ -115,42 +115,9 @@ impl Env {
     }
 }
 
-/// The columns the history queries return, in the order the canned rows give them.
-const RESULT: [&str; 14] = [
-    "account_id",
-    "event_id",
-    "event_time",
-    "aws_region",
-    "event_source",
-    "event_name",
-    "actor",
-    "shared_event_id",
-    "source_ip",
-    "error_code",
-    "read_only",
-    "raw",
-    "origin",
-    "seq",
-];
-
 /// The row Athena returns for an event whose newest origin is `origin`.
 fn row(e: &Event, origin: Option<&Origin>, seq: i64) -> Vec<Option<String>> {
-    vec![
-        Some(e.account_id.clone()),
-        Some(e.event_id.clone()),
-        Some(e.event_time.to_string()),
-        Some(e.region.clone()),
-        Some(e.event_source.clone()),
-        Some(e.event_name.clone()),
-        e.actor.as_ref().map(|a| serde_json::to_string(a).unwrap()),
-        e.shared_event_id.clone(),
-        e.source_ip.clone(),
-        e.error_code.clone(),
-        e.read_only.map(|r| r.to_string()),
-        Some(e.raw.clone()),
-        origin.map(|o| serde_json::to_string(o).unwrap()),
-        Some(seq.to_string()),
-    ]
+    result_row(e, origin, seq)
 }
 
 fn at(text: &str) -> EpochMillis {

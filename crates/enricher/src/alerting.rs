@@ -48,13 +48,14 @@ pub struct AlertPorts {
     pub refill: Option<Arc<dyn RecentEvents>>,
 }
 
-/// The stored events a new process refills its threshold windows from. The
-/// embedded pipeline gives its store's history ([`StoredEvents`]); AWS mode
-/// gives none, as reading its history is an Athena query and a listing of
-/// every account's partitions.
+/// The stored events a new process refills its threshold windows from:
+/// the embedded store's history ([`StoredEvents`]), or, where finding the
+/// newest stored event is costly, a history read around the first batch
+/// ([`WindowBeforeBatch`]: on AWS one Athena query).
 #[async_trait]
 pub trait RecentEvents: Send + Sync {
-    /// The newest stored event's time, if any event is stored.
+    /// The newest stored event's time, if any event is stored; None also
+    /// where it is not looked up (the first batch's newest event is used).
     async fn newest_event_time(&self) -> Result<Option<EpochMillis>, PortError>;
     /// One page of the stored events `query` selects.
     async fn recent_page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError>;
@@ -67,6 +68,23 @@ pub struct StoredEvents(pub Arc<dyn HistoryStore>);
 impl RecentEvents for StoredEvents {
     async fn newest_event_time(&self) -> Result<Option<EpochMillis>, PortError> {
         Ok(self.0.last_events().await?.iter().map(|l| l.event_time).max())
+    }
+
+    async fn recent_page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError> {
+        self.0.page(query).await
+    }
+}
+
+/// [`RecentEvents`] from a history store whose newest event is not looked
+/// up (in AWS mode that is a listing of every account's and region's
+/// partitions): the windows are refilled up to the first batch's newest
+/// event, which after a restart is where the stream goes on.
+pub struct WindowBeforeBatch(pub Arc<dyn HistoryStore>);
+
+#[async_trait]
+impl RecentEvents for WindowBeforeBatch {
+    async fn newest_event_time(&self) -> Result<Option<EpochMillis>, PortError> {
+        Ok(None)
     }
 
     async fn recent_page(&self, query: &HistoryQuery) -> Result<HistoryPage, PortError> {
@@ -261,11 +279,13 @@ impl Alerting {
     /// events already, and they count once, now.
     async fn refill_thresholds(&mut self, config: &EnricherConfig, stats: &PipelineStats, recent: &dyn RecentEvents, batch: &[Event]) -> Result<(), PortError> {
         let Some(window) = self.ports.rules.rules().iter().filter_map(|r| r.threshold.as_ref()).map(|t| t.window_ms).max() else { return Ok(()) };
-        let Some(newest) = with_deadline(config, stats, "history newest event", || recent.newest_event_time()).await? else { return Ok(()) };
+        let stored = with_deadline(config, stats, "history newest event", || recent.newest_event_time()).await?;
+        let Some(newest) = stored.into_iter().chain(batch.iter().map(|e| e.event_time)).max() else { return Ok(()) };
         let since = newest.saturating_sub(window).saturating_sub(self.ports.detector.lateness_ms);
         let skip: HashSet<(&str, &str)> = batch.iter().map(|e| (e.account_id.as_str(), e.event_id.as_str())).collect();
         let accounts = self.ports.accounts.current();
-        let mut query = HistoryQuery { since: Some(since), limit: SETTLED_READ, ..Default::default() };
+        // Bounded both ways: on AWS the query reads only the days of the window.
+        let mut query = HistoryQuery { since: Some(since), until: Some(newest.saturating_add(1)), limit: SETTLED_READ, ..Default::default() };
         let mut dropped = Vec::new();
         loop {
             let page = with_deadline(config, stats, "history page", || recent.recent_page(&query)).await?;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use trailwatch_core::event::Event;
+use trailwatch_core::identity::Origin;
 use trailwatch_core::ports::{EventFilter, HistoryCursor, PortError};
 use trailwatch_core::time::EpochMillis;
 
@@ -282,6 +283,33 @@ pub(super) fn event_of_row(columns: &ResultColumns, row: &[Option<String>], quer
         origin: parse_doc(text("origin"), "origin", &name)?,
     };
     Ok((event, number("seq")?))
+}
+
+/// The result columns of a history query, in order, named as a result names them.
+pub fn result_column_names() -> Vec<String> {
+    result_columns().map(str::to_owned).collect()
+}
+
+/// The result row Athena would return for `event` at position `seq`, its
+/// origin the newest one (`origin`): what [`event_of_row`] reads back. Tests
+/// can Athena's answers with it (the emulator runs no SQL).
+pub fn result_row(event: &Event, origin: Option<&Origin>, seq: i64) -> Vec<Option<String>> {
+    vec![
+        Some(event.account_id.clone()),
+        Some(event.event_id.clone()),
+        Some(event.event_time.to_string()),
+        Some(event.region.clone()),
+        Some(event.event_source.clone()),
+        Some(event.event_name.clone()),
+        event.actor.as_ref().and_then(|a| serde_json::to_string(a).ok()),
+        event.shared_event_id.clone(),
+        event.source_ip.clone(),
+        event.error_code.clone(),
+        event.read_only.map(|r| r.to_string()),
+        Some(event.raw.clone()),
+        origin.and_then(|o| serde_json::to_string(o).ok()),
+        Some(seq.to_string()),
+    ]
 }
 
 #[cfg(test)]

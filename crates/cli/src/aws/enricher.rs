@@ -45,7 +45,7 @@ use trailwatch_core::ports::{Checkpoints, FileActivity, LedgerEntry, LedgerSumma
 use trailwatch_core::rules::DetectorConfig;
 use trailwatch_core::stats::{CountingAlertStore, PipelineStats};
 use trailwatch_core::time::EpochMillis;
-use trailwatch_enricher::alerting::AlertPorts;
+use trailwatch_enricher::alerting::{AlertPorts, WindowBeforeBatch};
 use trailwatch_enricher::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryStats};
 use trailwatch_enricher::{EnricherConfig, EnricherPorts};
 
@@ -314,7 +314,7 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
     let enricher = tokio::spawn(trailwatch_enricher::run(
         EnricherConfig::default(),
         EnricherPorts {
-            history,
+            history: history.clone(),
             checkpoints: ledger.clone(),
             identity: Some(identity),
             alerts: Some(AlertPorts {
@@ -323,8 +323,9 @@ pub async fn run(args: EnricherArgs) -> anyhow::Result<ExitCode> {
                 accounts,
                 delivery: Some(handle),
                 detector: DetectorConfig { lateness_ms: args.rule_lateness_minutes as i64 * 60_000, ..DetectorConfig::default() },
-                // Threshold windows start empty after a restart (RELIABILITY.md, crash safety).
-                refill: None,
+                // After a restart, threshold windows are refilled from the
+                // events stored before the first batch's (one Athena query).
+                refill: Some(Arc::new(WindowBeforeBatch(history.clone()))),
             }),
         },
         rx,

@@ -88,7 +88,8 @@ async fn athena_ddl(clients: &trailwatch_aws::clients::Clients, settings: &Setti
     statements.push(ddl::origin_updates_ddl(
         &o.athena_database,
         &format!("{}_origins", o.athena_events_table),
-        &format!("{history}-origins"),
+        // The events' location: the updates sit beside it, under `<location>-origins/`.
+        &history,
         &accounts,
         since,
     )?);

@@ -26,6 +26,7 @@ use trailwatch_core::ports::Checkpoints;
 
 mod crash;
 mod integrity;
+mod thresholds;
 
 /// The tests of this binary each run the services against an emulator.
 /// Side by side on a 2-core machine they starve one another, and files of

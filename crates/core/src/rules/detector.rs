@@ -200,7 +200,7 @@ impl Detector {
             if let (Some(threshold), Some(windows)) = (&rule.threshold, &mut self.windows[i]) {
                 let key = group_key(&ctx, &threshold.by, &rule.compiled.threshold_by);
                 let limits = Limits { rule_id: &rule.id, now: self.newest, lateness_ms: self.config.lateness_ms, max_groups: self.config.max_groups_per_rule };
-                if windows.record(&key, event.event_time, threshold, &limits) <= threshold.above {
+                if windows.record(&key, event.event_time, event_identity(event), threshold, &limits) <= threshold.above {
                     continue;
                 }
             }
@@ -208,6 +208,14 @@ impl Detector {
             out.push(detection(rule, &ctx));
         }
     }
+}
+
+/// An event's identity in threshold windows: its account and `eventID`.
+fn event_identity(event: &Event) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&event.account_id, &event.event_id).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A group-by field's value: its text, the event's account for a record

@@ -447,6 +447,10 @@ fn rules_on_origin_fields_are_checked_again_when_the_origin_settles() {
     detector.check(&second, None, &mut out);
     assert!(!ids(&out).contains(&"policy-burst".to_owned()), "two matches are not above 2");
     detector.check(&second, None, &mut out);
+    assert!(!ids(&out).contains(&"policy-burst".to_owned()), "the same event checked again is not a third match");
+    let mut third = ci_put_role_policy();
+    third.event_id = "third".into();
+    detector.check(&third, None, &mut out);
     assert!(ids(&out).contains(&"policy-burst".to_owned()), "a third is");
 
     // No rule on origin fields: nothing to evaluate.

@@ -585,10 +585,18 @@ mod tests {
                     .find_map(|s| name.strip_suffix(s))
                     .filter(|base| families.get(*base).is_some_and(|(k, _)| k == "histogram"));
                 let known = families.contains_key(&name) || family.is_some();
-                // Rendered only when their parts exist (a resolver, an archive, a runner, a queue reading).
-                let conditional = ["trailwatch_session_", "trailwatch_athena_", "trailwatch_queue_", "trailwatch_dead_letter_", "trailwatch_aws_"]
-                    .iter()
-                    .any(|p| name.starts_with(p));
+                // Rendered only when their parts exist (a resolver, an archive, a runner, a queue reading, a digest checker).
+                let conditional = [
+                    "trailwatch_session_",
+                    "trailwatch_athena_",
+                    "trailwatch_queue_",
+                    "trailwatch_dead_letter_",
+                    "trailwatch_aws_",
+                    "trailwatch_integrity_",
+                    "trailwatch_digest_",
+                ]
+                .iter()
+                .any(|p| name.starts_with(p));
                 if !known && !conditional && !name.starts_with("trailwatch_api_") {
                     missing.insert(name);
                 }

@@ -85,6 +85,10 @@ const KEY_MARGIN: EpochMillis = 24 * HOUR;
 /// naming a made-up key must not call the key API for every digest).
 const KEY_REASK: EpochMillis = 10 * 60_000;
 
+/// Fingerprints remembered as asked for, at most (beyond it, those asked
+/// more than [`KEY_REASK`] ago are forgotten).
+const MAX_ASKED: usize = 10_000;
+
 /// Digests remembered as unchecked at most per account and region.
 const MAX_UNCHECKED: usize = 10_000;
 
@@ -156,7 +160,12 @@ impl IntegrityChecker {
                 let keys = self.read("integrity: fetching public keys", || fetcher.fetch(region, start - KEY_MARGIN, end + KEY_MARGIN)).await?;
                 self.key_fetches.fetch_add(1, Ordering::Relaxed);
                 self.fetched.write().unwrap_or_else(|p| p.into_inner()).entry(region.to_owned()).or_default().extend(keys);
-                self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(place, now);
+                let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+                if asked.len() >= MAX_ASKED {
+                    // Digests naming ever new fingerprints: forget the ones asked long enough ago.
+                    asked.retain(|_, at| now.saturating_sub(*at) < KEY_REASK);
+                }
+                asked.insert(place, now);
             }
         }
         let fetched = self.fetched.read().unwrap_or_else(|p| p.into_inner());

@@ -99,8 +99,10 @@ pub(crate) struct Alerting {
     detector: Detector,
     detections: Vec<Detection>,
     watermark: EpochMillis,
-    /// The threshold windows were refilled from history (or need not be).
+    /// The threshold windows were refilled from history (or need not be, or
+    /// the refill failed [`MAX_REFILL_TRIES`] times).
     warmed: bool,
+    refill_tries: u32,
     /// Detections whose alerts could not be written, tried again with the
     /// next batch: their events are stored, and a file read again would not
     /// bring a threshold's matches back (the restart's refill counts them
@@ -112,6 +114,9 @@ pub(crate) struct Alerting {
     /// batch (bounded like detections; past the bound they are logged and dropped).
     carried_updates: Vec<OriginUpdate>,
 }
+
+/// Batches that try to refill the threshold windows while history cannot be read.
+const MAX_REFILL_TRIES: u32 = 10;
 
 /// Detections carried at most, and batches in a row that may carry them;
 /// past either the batch fails (its files are read again).
@@ -127,6 +132,7 @@ impl Alerting {
             detections: Vec::new(),
             watermark: EpochMillis::MIN,
             warmed: false,
+            refill_tries: 0,
             carried: Vec::new(),
             carried_tries: 0,
             carried_updates: Vec::new(),
@@ -146,10 +152,24 @@ impl Alerting {
     ) -> Result<(), PortError> {
         let started = Instant::now();
         if !self.warmed {
-            if let Some(recent) = self.ports.refill.clone() {
-                self.refill_thresholds(config, stats, recent.as_ref(), events).await?;
+            match self.ports.refill.clone() {
+                None => self.warmed = true,
+                Some(recent) => match self.refill_thresholds(config, stats, recent.as_ref(), events).await {
+                    Ok(()) => self.warmed = true,
+                    // History unreadable (on AWS: Athena failing): the batch
+                    // goes on, and the refill is tried again with the next
+                    // batches (an event counted both ways counts once).
+                    Err(e) => {
+                        self.refill_tries += 1;
+                        self.warmed = self.refill_tries >= MAX_REFILL_TRIES;
+                        if self.warmed {
+                            warn!(error = %e, tries = self.refill_tries, "refilling the threshold windows failed; they start from this batch");
+                        } else {
+                            warn!(error = %e, tries = self.refill_tries, "refilling the threshold windows failed; trying again with the next batch");
+                        }
+                    }
+                },
             }
-            self.warmed = true;
         }
         self.detections.clear();
         let accounts = self.ports.accounts.current();

@@ -58,7 +58,7 @@ pub struct PipelineStats {
     pub events_duplicate: AtomicU64,
     /// History writes (one transaction each) the events were stored in.
     pub history_writes: AtomicU64,
-    /// Rule matches (a threshold rule counts when its group is over the threshold).
+    /// Rule matches (a threshold rule counts the matches of its bursts).
     pub detections: AtomicU64,
     /// Alert transitions from ingest (a person's are not counted here).
     pub alerts_opened: AtomicU64,

@@ -125,7 +125,7 @@ const MAX_CARRIED_TRIES: u32 = 20;
 
 impl Alerting {
     pub(crate) fn new(ports: AlertPorts) -> Self {
-        let detector = Detector::with_config(ports.rules.clone(), ports.detector.clone());
+        let detector = Detector::with_config(ports.rules.clone(), ports.detector.clone()).holding_until_settled();
         Alerting {
             ports,
             detector,
@@ -170,6 +170,8 @@ impl Alerting {
                     }
                 },
             }
+            // What the refill fired was applied before the restart.
+            self.detector.settle(true);
         }
         self.detections.clear();
         let accounts = self.ports.accounts.current();
@@ -224,10 +226,14 @@ impl Alerting {
                 }
                 Err(e) => {
                     self.carried_tries = 0;
+                    // The batch's files are read again: the threshold matches it fired fire again then.
+                    self.detector.settle(false);
                     return Err(e);
                 }
             }
         }
+        // Applied, or carried to the next batch.
+        self.detector.settle(true);
         if !updates.is_empty() {
             match with_retries(config, stats, "alert origin update", || lifecycle.origins_settled(updates, now_ms())).await {
                 Ok(n) => {
@@ -293,15 +299,19 @@ impl Alerting {
     /// before a restart would be counted from the restart on (fewer
     /// matches, or no alert at all). This checks the events stored within
     /// the longest threshold window (and the lateness allowed) of the
-    /// newest stored event again, to fill the windows, and drops their
-    /// detections (the lifecycle applied them before). The first batch's
+    /// newest stored event again, oldest first, to fill the windows, and
+    /// drops their detections (the lifecycle applied them before). One more
+    /// window before that is read too: a match near the start of the refill
+    /// fired before the restart if it made a burst with matches before it,
+    /// and reading those marks it fired, so a burst it joins after the
+    /// restart does not apply it twice. The first batch's
     /// own events are left out: a file read again after a crash stored its
     /// events already, and they count once, now.
     async fn refill_thresholds(&mut self, config: &EnricherConfig, stats: &PipelineStats, recent: &dyn RecentEvents, batch: &[Event]) -> Result<(), PortError> {
         let Some(window) = self.ports.rules.rules().iter().filter_map(|r| r.threshold.as_ref()).map(|t| t.window_ms).max() else { return Ok(()) };
         let stored = with_deadline(config, stats, "history newest event", || recent.newest_event_time()).await?;
         let Some(newest) = stored.into_iter().chain(batch.iter().map(|e| e.event_time)).max() else { return Ok(()) };
-        let since = newest.saturating_sub(window).saturating_sub(self.ports.detector.lateness_ms);
+        let since = newest.saturating_sub(window.saturating_mul(2)).saturating_sub(self.ports.detector.lateness_ms);
         let skip: HashSet<(&str, &str)> = batch.iter().map(|e| (e.account_id.as_str(), e.event_id.as_str())).collect();
         let accounts = self.ports.accounts.current();
         // Bounded both ways: on AWS the query reads only the days of the window.
@@ -392,6 +402,16 @@ threshold:
 summary: 'listing burst in {account}'
 "#;
 
+    /// Ports with the burst rule, and the alert store and history behind them.
+    fn burst_ports() -> (AlertPorts, Arc<MemoryAlertStore>, Arc<MemoryHistory>) {
+        let rules = Arc::new(RuleSet::load(&[RuleSource { path: "user/listing-burst.yml".into(), text: BURST.into() }]).unwrap());
+        let alerts = Arc::new(MemoryAlertStore::new());
+        let lifecycle = Arc::new(Lifecycle::new(alerts.clone(), vec![], LifecycleConfig::default()));
+        let ports =
+            AlertPorts { rules, lifecycle, accounts: Arc::new(AccountDirectory::new().into()), delivery: None, detector: Default::default(), refill: None };
+        (ports, alerts, Arc::new(MemoryHistory::new()))
+    }
+
     /// A process that stores and checks `events` (one batch), as the enricher does.
     async fn one_process(ports: &AlertPorts, history: &Arc<MemoryHistory>, warm: bool, events: Vec<Event>) {
         let mut ports = ports.clone();
@@ -402,18 +422,37 @@ summary: 'listing burst in {account}'
         Alerting::new(ports).process(&EnricherConfig::default(), history.as_ref(), &events, &[], &PipelineStats::default()).await.unwrap();
     }
 
+    /// One process reading the files of a burst in two batches, in either
+    /// order (a late file, batches made differently after a restart): the
+    /// alert holds the same matches, from the burst's first.
+    #[tokio::test]
+    async fn a_burst_read_in_any_order_raises_the_same_alert() {
+        let mut seen = Vec::new();
+        for late_first in [false, true] {
+            let (ports, alerts, history) = burst_ports();
+            let base = 1_790_000_000_000;
+            let event = |i: i64| sample_event("111122223333", &format!("ev-{i}"), base + i * 30_000);
+            let (early, late): (Vec<Event>, Vec<Event>) = ((0..3).map(event).collect(), (3..8).map(event).collect());
+            let batches = if late_first { [late, early] } else { [early, late] };
+            let mut alerting = Alerting::new(ports);
+            for batch in batches {
+                history.append(batch.clone().into()).await.unwrap();
+                alerting.process(&EnricherConfig::default(), history.as_ref(), &batch, &[], &PipelineStats::default()).await.unwrap();
+            }
+            let page = alerts.list(&AlertQuery { limit: 10, ..Default::default() }).await.unwrap();
+            seen.push(page.alerts.iter().map(|a| (a.count, a.first_seen - base, a.last_seen - base)).collect::<Vec<_>>());
+        }
+        assert_eq!(seen[0], [(8, 0, 7 * 30_000)], "all eight listings, from the first");
+        assert_eq!(seen[1], seen[0], "the later file read first");
+    }
+
     /// Four matches within the window, two before a restart and two after:
     /// with the windows refilled from history the burst raises its alert, as
     /// one process would; without, the count starts again and nothing is raised.
     #[tokio::test]
     async fn a_threshold_burst_split_by_a_restart_is_counted_whole() {
         for warm in [true, false] {
-            let rules = Arc::new(RuleSet::load(&[RuleSource { path: "user/listing-burst.yml".into(), text: BURST.into() }]).unwrap());
-            let alerts = Arc::new(MemoryAlertStore::new());
-            let lifecycle = Arc::new(Lifecycle::new(alerts.clone(), vec![], LifecycleConfig::default()));
-            let ports =
-                AlertPorts { rules, lifecycle, accounts: Arc::new(AccountDirectory::new().into()), delivery: None, detector: Default::default(), refill: None };
-            let history = Arc::new(MemoryHistory::new());
+            let (ports, alerts, history) = burst_ports();
             let base = 1_790_000_000_000;
             let event = |i: i64| sample_event("111122223333", &format!("ev-{i}"), base + i * 60_000);
             one_process(&ports, &history, warm, vec![event(0), event(1)]).await;
@@ -422,7 +461,7 @@ summary: 'listing burst in {account}'
             let page = alerts.list(&AlertQuery { limit: 10, ..Default::default() }).await.unwrap();
             let counts: Vec<u64> = page.alerts.iter().map(|a| a.count).collect();
             if warm {
-                assert_eq!(counts, [1], "the fourth listing within five minutes raises the alert, once");
+                assert_eq!(counts, [4], "the fourth listing within five minutes raises the alert, holding the burst's four, each once");
             } else {
                 assert!(counts.is_empty(), "without refilling, the restart loses the burst: {counts:?}");
             }

@@ -338,7 +338,7 @@ fn render_pipeline(t: &mut Text, p: &PipelineStats) {
         "Stored events whose origin settled later (a late session, or the two-hour bound).",
         n(&p.origins_updated),
     );
-    t.single("trailwatch_rule_matches_total", "counter", "Rule matches (a threshold rule counts when its group is over the threshold).", n(&p.detections));
+    t.single("trailwatch_rule_matches_total", "counter", "Rule matches (a threshold rule counts the matches of its bursts).", n(&p.detections));
     t.family(
         "trailwatch_port_calls_total",
         "counter",

@@ -4,7 +4,7 @@
 //! enricher is killed in between. The restarted enricher refills its windows
 //! from the stored history (the events of the window before its first
 //! batch's newest event, from one Athena query), so the burst is counted
-//! whole and `console-signin-brute-force` is raised. The
+//! whole and `console-signin-brute-force` is raised, holding all four. The
 //! emulator runs no SQL: the query's answer is canned from the objects the
 //! first enricher wrote, and the query Athena recorded is checked.
 
@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use trailwatch_aws::alerts::DynamoAlertStore;
 use trailwatch_aws::clients::Clients;
 use trailwatch_aws::dynamo::DynamoLedger;
 use trailwatch_aws::history::{read_event_object, result_column_names, result_row};
 use trailwatch_aws::moto::Moto;
+use trailwatch_core::alerts::{AlertQuery, AlertStore};
 use trailwatch_core::ports::Checkpoints;
+use trailwatch_core::time::format_utc;
 
 use super::{attribute, receive_all, trailwatch, Service};
 
@@ -126,7 +129,16 @@ async fn a_burst_split_by_a_restart_is_counted_whole_on_aws() {
     assert_eq!(burst[0]["alert"]["account_id"], ACCOUNT, "{}", burst[0]);
     let summary = burst[0]["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("ops-legacy"), "{summary}");
-    assert_eq!(burst[0]["alert"]["first_seen"], "2024-03-12T15:11:49Z", "raised by the fourth failure, the second after the restart: {}", burst[0]);
+    // Raised by the fourth failure, the second after the restart: it opens with the burst's first.
+    assert_eq!(burst[0]["alert"]["first_seen"], "2024-03-12T15:09:05Z", "the burst's first failure, before the restart: {}", burst[0]);
+    let stored = DynamoAlertStore::new(clients.dynamodb.clone(), "tw-alerts").list(&AlertQuery { limit: 10, ..Default::default() }).await.unwrap().alerts;
+    let stored: Vec<_> =
+        stored.iter().filter(|a| a.rule_id == "console-signin-brute-force").map(|a| (a.count, format_utc(a.first_seen), format_utc(a.last_seen))).collect();
+    assert_eq!(
+        stored,
+        [(4, "2024-03-12T15:09:05Z".to_owned(), "2024-03-12T15:11:49Z".to_owned())],
+        "the stored alert holds the whole burst, each failure once"
+    );
 
     // Each start asked Athena once, for the events of the window before its first batch's newest event.
     let ids = clients.athena.list_query_executions().send().await.unwrap().query_execution_ids.unwrap_or_default();

@@ -128,8 +128,8 @@ pub struct EventRef {
     pub event_time: EpochMillis,
 }
 
-/// One rule matched one event (for a threshold rule: an event that took its
-/// group over the threshold, or kept it there).
+/// One rule matched one event (for a threshold rule: an event of a burst,
+/// more than `above` matches of its group within one window).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
     pub rule_id: Arc<str>,

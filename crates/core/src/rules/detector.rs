@@ -61,7 +61,9 @@ pub struct Detector {
     rules: Arc<RuleSet>,
     config: DetectorConfig,
     /// Per rule, in the set's order: threshold state (threshold rules only).
-    windows: Vec<Option<Windows>>,
+    windows: Vec<Option<Windows<Box<Detection>>>>,
+    /// Threshold matches fired stay tentative until [`Detector::settle`].
+    hold_fired: bool,
     evaluations: Vec<u64>,
     stats: DetectorStats,
     /// Reused for every event.
@@ -87,6 +89,25 @@ impl Detector {
             candidates: Vec::new(),
             newest: EpochMillis::MIN,
             next_sweep: EpochMillis::MIN,
+            hold_fired: false,
+        }
+    }
+
+    /// Holds the threshold matches that fire as tentative until
+    /// [`Detector::settle`], for a caller that may fail to apply them and
+    /// read their events again.
+    pub fn holding_until_settled(mut self) -> Self {
+        self.hold_fired = true;
+        self
+    }
+
+    /// Settles the threshold matches fired since the last call (with
+    /// [`Detector::holding_until_settled`]): `keep` when their detections
+    /// were applied; otherwise they are taken back, and fire again when
+    /// their events are read again (or with the next match of their burst).
+    pub fn settle(&mut self, keep: bool) {
+        for windows in self.windows.iter_mut().flatten() {
+            windows.settle(keep);
         }
     }
 
@@ -106,8 +127,10 @@ impl Detector {
         self.rules.rules().iter().position(|r| r.id == rule_id).map_or(0, |i| self.evaluations[i])
     }
 
-    /// Checks one event; pushes a detection per matching rule (threshold
-    /// rules: when the event's group is over the threshold).
+    /// Checks one event; pushes a detection per matching rule. A threshold
+    /// rule's match waits until it is part of a burst (more than `above`
+    /// matches of its group within one window); then every match of the
+    /// burst not fired yet gives its detection, oldest first.
     pub fn check(&mut self, event: &Event, account_alias: Option<&str>, out: &mut Vec<Detection>) {
         self.stats.events += 1;
         self.advance(event.event_time);
@@ -132,8 +155,9 @@ impl Detector {
     /// session was missing; one on `origin.confidence|exists: true`) gives
     /// the event a second detection: the lifecycle drops it when the event
     /// is among its alert's samples, and counts it as one more match when
-    /// the event fell out of them; a threshold rule counts it again in its
-    /// group (if the event is still within the window and lateness).
+    /// the event fell out of them. A threshold rule counts the event once in
+    /// its group: a match that has not fired yet takes the settled origin,
+    /// and one that has fired does not fire again.
     pub fn check_settled(&mut self, event: &Event, account_alias: Option<&str>, out: &mut Vec<Detection>) {
         if !self.rules.has_origin_rules() {
             return;
@@ -199,10 +223,21 @@ impl Detector {
             self.stats.matches += 1;
             if let (Some(threshold), Some(windows)) = (&rule.threshold, &mut self.windows[i]) {
                 let key = group_key(&ctx, &threshold.by, &rule.compiled.threshold_by);
-                let limits = Limits { rule_id: &rule.id, now: self.newest, lateness_ms: self.config.lateness_ms, max_groups: self.config.max_groups_per_rule };
-                if windows.record(&key, event.event_time, event_identity(event), threshold, &limits) <= threshold.above {
-                    continue;
-                }
+                let limits = Limits {
+                    rule_id: &rule.id,
+                    threshold,
+                    now: self.newest,
+                    lateness_ms: self.config.lateness_ms,
+                    max_groups: self.config.max_groups_per_rule,
+                    hold_fired: self.hold_fired,
+                };
+                let found = Box::new(detection(rule, &ctx));
+                let detections = &mut self.stats.detections;
+                windows.record(&key, event.event_time, event_identity(event), found, &limits, |fired| {
+                    *detections += 1;
+                    out.push(*fired);
+                });
+                continue;
             }
             self.stats.detections += 1;
             out.push(detection(rule, &ctx));

@@ -1,15 +1,26 @@
 //! Sliding-window counts for threshold rules, in trail time.
 //!
-//! Each group (the values of the rule's `threshold.by` fields) keeps the
-//! event times of its matches, sorted, each with its event's identity: an
-//! event matched again (its file read again after a crash, or counted by the
-//! refill after a restart and then read again) counts once. A match at `t` counts the densest
-//! window of the rule's length that contains `t`, so an event that arrives
-//! a few minutes late still completes the burst it belongs to. Times older
-//! than the newest event time seen minus the window and the allowed
-//! lateness are dropped, groups with nothing left go, and a rule keeps at
-//! most `max_groups_per_rule` groups (the quietest is dropped, with a
-//! warning, when a new one would exceed that).
+//! Each group (the values of the rule's `threshold.by` fields) keeps its
+//! matches, sorted by event time, each with its event's identity: an event
+//! matched again (its file read again after a crash, or counted by the
+//! refill after a restart and then read again) counts once.
+//!
+//! A burst is a window of the rule's length holding more than `above`
+//! matches. Every match of a burst fires, the ones before the threshold was
+//! crossed included, each once: a match waits with its detection until it
+//! is part of a burst. So the matches that fire do not depend on the order
+//! the events are read in (a file read late, files batched differently
+//! after a restart): an event that arrives a few minutes late still
+//! completes the burst it belongs to, and fires with it.
+//!
+//! Firing can be held tentative until [`Windows::settle`]: a caller whose matches
+//! could not be applied (its batch is read again) takes them back, and the
+//! events fire again when read again.
+//!
+//! Times older than the newest event time seen minus the window and the
+//! allowed lateness are dropped, groups with nothing left go, and a rule
+//! keeps at most `max_groups_per_rule` groups (the quietest is dropped,
+//! with a warning, when a new one would exceed that).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -17,40 +28,77 @@ use crate::time::EpochMillis;
 
 use super::Threshold;
 
-/// Times kept per group beyond what the threshold needs to fire.
+/// Matches kept per group beyond what the threshold needs to fire.
 const SPARE_TIMES: usize = 64;
 
-#[derive(Debug, Default)]
-struct Group {
-    /// Match times and their events' identities, oldest first.
-    times: VecDeque<(EpochMillis, u64)>,
+/// Whether a match has fired.
+#[derive(Debug)]
+enum Fired<T> {
+    /// Not part of a burst yet: its detection waits.
+    No(T),
+    /// Fired, not settled yet (the detection is kept in case it is taken back).
+    Tentatively(T),
+    Yes,
 }
 
-/// The groups of one threshold rule.
-#[derive(Debug, Default)]
-pub(crate) struct Windows {
-    groups: HashMap<String, Group>,
+#[derive(Debug)]
+struct Match<T> {
+    at: EpochMillis,
+    event: u64,
+    fired: Fired<T>,
+}
+
+impl<T> Match<T> {
+    fn position(&self) -> (EpochMillis, u64) {
+        (self.at, self.event)
+    }
+}
+
+#[derive(Debug)]
+struct Group<T> {
+    /// Matches, oldest first (by time, then event identity).
+    matches: VecDeque<Match<T>>,
+}
+
+/// The groups of one threshold rule; `T` is what a match gives when it fires.
+#[derive(Debug)]
+pub(crate) struct Windows<T> {
+    groups: HashMap<String, Group<T>>,
     /// Groups dropped because of the cap.
     pub dropped: u64,
     /// Trail time of the last warning about dropping groups.
     warned_at: Option<EpochMillis>,
+    /// Matches fired since the last [`Windows::settle`]: group, time, event.
+    unsettled: Vec<(String, EpochMillis, u64)>,
+}
+
+impl<T> Default for Windows<T> {
+    fn default() -> Self {
+        Windows { groups: HashMap::new(), dropped: 0, warned_at: None, unsettled: Vec::new() }
+    }
 }
 
 /// What [`Windows::record`] needs to know besides the match.
 pub(crate) struct Limits<'a> {
     pub rule_id: &'a str,
+    pub threshold: &'a Threshold,
     /// The newest event time seen (trail time).
     pub now: EpochMillis,
     pub lateness_ms: i64,
     pub max_groups: usize,
+    /// Fired matches stay tentative until [`Windows::settle`].
+    pub hold_fired: bool,
 }
 
-impl Windows {
+impl<T: Clone> Windows<T> {
     /// Records a match of group `key` at `at` by the event `event` (an
     /// identity of its account and `eventID`; a match recorded already is
-    /// not counted again); returns the most matches of the group within one
+    /// not counted again, and fires at most once), gives `fire` what every
+    /// match of the bursts it belongs to that had not fired yet gives
+    /// (oldest first), and returns the most matches of the group within one
     /// window that contains `at`.
-    pub fn record(&mut self, key: &str, at: EpochMillis, event: u64, threshold: &Threshold, limits: &Limits<'_>) -> u64 {
+    pub fn record(&mut self, key: &str, at: EpochMillis, event: u64, found: T, limits: &Limits<'_>, mut fire: impl FnMut(T)) -> u64 {
+        let threshold = limits.threshold;
         let horizon = limits.now.saturating_sub(threshold.window_ms).saturating_sub(limits.lateness_ms);
         if !self.groups.contains_key(key) {
             if self.groups.len() >= limits.max_groups.max(1) {
@@ -59,40 +107,79 @@ impl Windows {
                     self.drop_quietest(limits, threshold.window_ms);
                 }
             }
-            self.groups.insert(key.to_owned(), Group::default());
+            self.groups.insert(key.to_owned(), Group { matches: VecDeque::new() });
         }
         let Some(group) = self.groups.get_mut(key) else { return 0 };
-        let times = &mut group.times;
-        let at_index = times.partition_point(|&t| t <= (at, event));
-        if at_index == 0 || times[at_index - 1] != (at, event) {
-            times.insert(at_index, (at, event));
+        let matches = &mut group.matches;
+        let index = matches.partition_point(|m| m.position() < (at, event));
+        match matches.get_mut(index) {
+            // Read again: a match still waiting takes the newer detection (its origin may have settled).
+            Some(m) if m.position() == (at, event) => {
+                if let Fired::No(waiting) = &mut m.fired {
+                    *waiting = found;
+                }
+            }
+            _ => matches.insert(index, Match { at, event, fired: Fired::No(found) }),
         }
-        let count = densest(times, at, threshold.window_ms);
+        let (count, burst) = bursts(matches, at, threshold);
+        if let Some(burst) = burst {
+            for m in matches.range_mut(burst) {
+                if !matches!(m.fired, Fired::No(_)) {
+                    continue;
+                }
+                let Fired::No(waiting) = std::mem::replace(&mut m.fired, Fired::Yes) else { continue };
+                if limits.hold_fired {
+                    fire(waiting.clone());
+                    m.fired = Fired::Tentatively(waiting);
+                    self.unsettled.push((key.to_owned(), m.at, m.event));
+                } else {
+                    fire(waiting);
+                }
+            }
+        }
         let cap = usize::try_from(threshold.above).unwrap_or(usize::MAX).saturating_add(1).saturating_add(SPARE_TIMES);
-        while times.len() > cap {
-            times.pop_front();
+        while matches.len() > cap {
+            matches.pop_front();
         }
-        while times.front().is_some_and(|&(t, _)| t < horizon) {
-            times.pop_front();
+        while matches.front().is_some_and(|m| m.at < horizon) {
+            matches.pop_front();
         }
-        if times.is_empty() {
+        if matches.is_empty() {
             self.groups.remove(key);
         }
         count
     }
 
-    /// Forgets times before `horizon`, and groups left with none.
+    /// Settles the matches fired since the last call: kept (their
+    /// detections were applied), or taken back (they were not: each fires
+    /// again when its event is read again, or with the next match of its burst).
+    pub fn settle(&mut self, keep: bool) {
+        for (key, at, event) in self.unsettled.drain(..) {
+            let Some(group) = self.groups.get_mut(&key) else { continue };
+            let index = group.matches.partition_point(|m| m.position() < (at, event));
+            let Some(m) = group.matches.get_mut(index).filter(|m| m.position() == (at, event)) else { continue };
+            m.fired = match std::mem::replace(&mut m.fired, Fired::Yes) {
+                Fired::Tentatively(waiting) if !keep => Fired::No(waiting),
+                Fired::Tentatively(_) | Fired::Yes => Fired::Yes,
+                Fired::No(waiting) => Fired::No(waiting),
+            };
+        }
+    }
+}
+
+impl<T> Windows<T> {
+    /// Forgets matches before `horizon`, and groups left with none.
     pub fn expire(&mut self, horizon: EpochMillis) {
         self.groups.retain(|_, g| {
-            while g.times.front().is_some_and(|&(t, _)| t < horizon) {
-                g.times.pop_front();
+            while g.matches.front().is_some_and(|m| m.at < horizon) {
+                g.matches.pop_front();
             }
-            !g.times.is_empty()
+            !g.matches.is_empty()
         });
     }
 
     fn drop_quietest(&mut self, limits: &Limits<'_>, window_ms: i64) {
-        let quietest = self.groups.iter().min_by_key(|(_, g)| g.times.back().map_or(EpochMillis::MIN, |&(t, _)| t)).map(|(k, _)| k.clone());
+        let quietest = self.groups.iter().min_by_key(|(_, g)| g.matches.back().map_or(EpochMillis::MIN, |m| m.at)).map(|(k, _)| k.clone());
         if let Some(key) = quietest {
             self.groups.remove(&key);
             self.dropped += 1;
@@ -114,20 +201,26 @@ impl Windows {
     }
 }
 
-/// The most times within one window of `window_ms` that contains `at`
-/// (`times` sorted, `at` among them).
-fn densest(times: &VecDeque<(EpochMillis, u64)>, at: EpochMillis, window_ms: i64) -> u64 {
-    let first = times.partition_point(|&(t, _)| t < at.saturating_sub(window_ms));
+/// The most matches within one window of the threshold's length that
+/// contains `at` (`matches` sorted, `at` among them), and the matches of
+/// every such window holding more than `above` (they overlap at `at`, so
+/// they make one range).
+fn bursts<T>(matches: &VecDeque<Match<T>>, at: EpochMillis, threshold: &Threshold) -> (u64, Option<std::ops::Range<usize>>) {
+    let first = matches.partition_point(|m| m.at < at.saturating_sub(threshold.window_ms));
     let mut best = 0usize;
-    for i in first..times.len() {
-        let start = times[i].0;
+    let mut burst: Option<std::ops::Range<usize>> = None;
+    for i in first..matches.len() {
+        let start = matches[i].at;
         if start > at {
             break;
         }
-        let end = times.partition_point(|&(t, _)| t <= start.saturating_add(window_ms));
+        let end = matches.partition_point(|m| m.at <= start.saturating_add(threshold.window_ms));
         best = best.max(end - i);
+        if u64::try_from(end - i).unwrap_or(u64::MAX) > threshold.above {
+            burst = Some(burst.map_or(i..end, |b| b.start.min(i)..b.end.max(end)));
+        }
     }
-    u64::try_from(best).unwrap_or(u64::MAX)
+    (u64::try_from(best).unwrap_or(u64::MAX), burst)
 }
 
 #[cfg(test)]
@@ -136,8 +229,14 @@ mod tests {
 
     const MIN: i64 = 60_000;
 
+    static FIVE_MINUTES_OVER_3: Threshold = Threshold { above: 3, window_ms: 5 * MIN, by: Vec::new() };
+
     fn limits(now: EpochMillis) -> Limits<'static> {
-        Limits { rule_id: "r", now, lateness_ms: 10 * MIN, max_groups: 2 }
+        Limits { rule_id: "r", threshold: &FIVE_MINUTES_OVER_3, now, lateness_ms: 10 * MIN, max_groups: 2, hold_fired: false }
+    }
+
+    fn holding(now: EpochMillis) -> Limits<'static> {
+        Limits { hold_fired: true, ..limits(now) }
     }
 
     /// A distinct event per match time.
@@ -145,58 +244,108 @@ mod tests {
         at as u64
     }
 
-    fn five_minutes(above: u64) -> Threshold {
-        Threshold { above, window_ms: 5 * MIN, by: Vec::new() }
+    /// Records the matches in this order (each match gives its time) and
+    /// returns the counts and what fired, in order.
+    fn run(w: &mut Windows<i64>, order: &[i64], now: impl Fn(i64) -> Limits<'static>) -> (Vec<u64>, Vec<i64>) {
+        let mut fired = Vec::new();
+        let counts = order.iter().map(|&at| w.record("a", at, id(at), at, &now(at), |f| fired.push(f))).collect();
+        (counts, fired)
     }
 
     #[test]
     fn counts_the_densest_window_around_each_match() {
-        let t = five_minutes(3);
-        let mut w = Windows::default();
-        let counts: Vec<u64> = [0, MIN, 2 * MIN, 3 * MIN].iter().map(|&at| w.record("a", at, id(at), &t, &limits(at))).collect();
+        let (counts, fired) = run(&mut Windows::default(), &[0, MIN, 2 * MIN, 3 * MIN], limits);
         assert_eq!(counts, [1, 2, 3, 4]);
-        let mut spread = Windows::default();
-        let counts: Vec<u64> = [0, 3 * MIN, 6 * MIN, 9 * MIN].iter().map(|&at| spread.record("a", at, id(at), &t, &limits(at))).collect();
+        assert_eq!(fired, [0, MIN, 2 * MIN, 3 * MIN], "the whole burst fires, oldest first, when the fourth match crosses the threshold");
+        let (counts, fired) = run(&mut Windows::default(), &[0, 3 * MIN, 6 * MIN, 9 * MIN], limits);
         assert_eq!(counts, [1, 2, 2, 2]);
+        assert!(fired.is_empty());
+    }
+
+    #[test]
+    fn a_match_after_the_burst_fires_alone() {
+        let (_, fired) = run(&mut Windows::default(), &[0, MIN, 2 * MIN, 3 * MIN, 4 * MIN, 20 * MIN], limits);
+        assert_eq!(fired, [0, MIN, 2 * MIN, 3 * MIN, 4 * MIN], "the fifth match extends the burst; the one 16 minutes later is alone");
     }
 
     #[test]
     fn a_late_match_completes_its_burst() {
-        let t = five_minutes(3);
         let mut w = Windows::default();
         let now = 4 * MIN;
-        for at in [MIN, 2 * MIN, 4 * MIN] {
-            assert!(w.record("a", at, id(at), &t, &limits(now)) <= 3);
-        }
-        assert_eq!(w.record("a", 0, id(0), &t, &limits(now)), 4, "the late match at 0 makes 4 within 0..5m");
+        let (counts, fired) = run(&mut w, &[MIN, 2 * MIN, 4 * MIN], |_| limits(now));
+        assert!(counts.iter().all(|&c| c <= 3) && fired.is_empty());
+        let (counts, fired) = run(&mut w, &[0], |_| limits(now));
+        assert_eq!(counts, [4], "the late match at 0 makes 4 within 0..5m");
+        assert_eq!(fired, [0, MIN, 2 * MIN, 4 * MIN]);
     }
 
     #[test]
-    fn an_event_matched_again_counts_once() {
-        let t = five_minutes(3);
+    fn what_fires_does_not_depend_on_the_order_of_reading() {
+        // Two bursts and a lone match; each order of reading fires the same matches.
+        let times = [0, MIN, 2 * MIN, 3 * MIN, 30 * MIN, 31 * MIN, 32 * MIN, 33 * MIN, 34 * MIN, 50 * MIN];
+        let expected: Vec<i64> = times[..9].to_vec();
+        let mut order = times.to_vec();
+        let mut seed = 7u64;
+        for round in 0..200 {
+            // A shuffle (xorshift), then reading in that order with the newest time as `now`.
+            for i in (1..order.len()).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                order.swap(i, (seed % (i as u64 + 1)) as usize);
+            }
+            let mut w = Windows::default();
+            let (_, mut fired) = run(&mut w, &order, |_| Limits { lateness_ms: 60 * MIN, ..limits(50 * MIN) });
+            fired.sort_unstable();
+            assert_eq!(fired, expected, "order {round}: {order:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_matched_again_counts_once_and_fires_once() {
         let mut w = Windows::default();
-        for at in [0, MIN, 2 * MIN] {
-            w.record("a", at, id(at), &t, &limits(at));
-        }
+        let (_, fired) = run(&mut w, &[0, MIN, 2 * MIN], limits);
+        assert!(fired.is_empty());
         // The same three events again (their file read again after a crash): still three.
-        for at in [0, MIN, 2 * MIN] {
-            assert_eq!(w.record("a", at, id(at), &t, &limits(2 * MIN)), 3);
-        }
+        let (counts, fired) = run(&mut w, &[0, MIN, 2 * MIN], |_| limits(2 * MIN));
+        assert_eq!((counts, fired), (vec![3, 3, 3], vec![]));
         // Another event at the same time as one of them is a fourth.
-        assert_eq!(w.record("a", MIN, id(MIN) + 1, &t, &limits(2 * MIN)), 4);
+        let mut fired = Vec::new();
+        assert_eq!(w.record("a", MIN, id(MIN) + 1, -1, &limits(2 * MIN), |f| fired.push(f)), 4);
+        assert_eq!(fired, [0, MIN, -1, 2 * MIN]);
+        // Read again, the burst's events fire no more.
+        let (_, fired) = run(&mut w, &[0, MIN, 2 * MIN], |_| limits(2 * MIN));
+        assert!(fired.is_empty());
+    }
+
+    #[test]
+    fn matches_taken_back_fire_again_and_kept_ones_do_not() {
+        let mut w = Windows::default();
+        let (_, fired) = run(&mut w, &[0, MIN, 2 * MIN, 3 * MIN], holding);
+        assert_eq!(fired.len(), 4);
+        // The batch failed: its detections were not applied.
+        w.settle(false);
+        let (_, fired) = run(&mut w, &[3 * MIN], holding);
+        assert_eq!(fired, [0, MIN, 2 * MIN, 3 * MIN], "read again, the burst fires again");
+        w.settle(true);
+        let (_, fired) = run(&mut w, &[0, 3 * MIN], holding);
+        assert!(fired.is_empty(), "settled matches do not fire again");
+        let (_, fired) = run(&mut w, &[4 * MIN], holding);
+        assert_eq!(fired, [4 * MIN]);
+        w.settle(true);
+        assert!(w.unsettled.is_empty());
     }
 
     #[test]
     fn old_times_expire_and_groups_are_capped() {
-        let t = five_minutes(3);
-        let mut w = Windows::default();
-        w.record("a", 0, id(0), &t, &limits(0));
-        w.record("b", MIN, id(MIN), &t, &limits(MIN));
+        let mut w: Windows<()> = Windows::default();
+        w.record("a", 0, id(0), (), &limits(0), |()| ());
+        w.record("b", MIN, id(MIN), (), &limits(MIN), |()| ());
         // Far later: "a" and "b" have expired, so "c" fits without dropping anything.
-        w.record("c", 60 * MIN, id(60 * MIN), &t, &limits(60 * MIN));
+        w.record("c", 60 * MIN, id(60 * MIN), (), &limits(60 * MIN), |()| ());
         assert_eq!((w.groups(), w.dropped), (1, 0));
-        w.record("d", 60 * MIN, id(60 * MIN), &t, &limits(60 * MIN));
-        w.record("e", 61 * MIN, id(61 * MIN), &t, &limits(61 * MIN));
+        w.record("d", 60 * MIN, id(60 * MIN), (), &limits(60 * MIN), |()| ());
+        w.record("e", 61 * MIN, id(61 * MIN), (), &limits(61 * MIN), |()| ());
         assert_eq!((w.groups(), w.dropped), (2, 1), "the cap of 2 groups dropped the quietest");
         w.expire(100 * MIN);
         assert_eq!(w.groups(), 0);

@@ -550,8 +550,11 @@ fn the_fourth_failure_within_five_minutes_fires() {
         .map(|(i, t)| failure(&format!("f{i}"), &format!("2024-03-12T{t}Z"), "ops"))
         .collect();
     let fired: Vec<usize> = run_all(&set, &events).iter().map(Vec::len).collect();
-    assert_eq!(fired, [0, 0, 0, 1, 1], "the 4th fires, and the 5th still over the threshold updates");
-    let d = &run_all(&set, &events)[3][0];
+    assert_eq!(fired, [0, 0, 0, 4, 1], "the 4th fires the burst's four matches, and the 5th still over the threshold updates");
+    let burst = &run_all(&set, &events)[3];
+    let ids: Vec<&str> = burst.iter().map(|d| d.event.event_id.as_str()).collect();
+    assert_eq!(ids, ["f0", "f1", "f2", "f3"], "oldest first, so the alert opens with the burst's first failure");
+    let d = &burst[0];
     assert_eq!(d.dedup_key, "brute-force|111111111111|ops", "dedup follows the threshold's groups");
     assert_eq!(d.summary, "Sign-in failures for ops");
 }
@@ -581,7 +584,7 @@ fn out_of_order_arrivals_count_by_event_time() {
     let late = ["15:02:00", "15:03:00", "15:04:30", "15:00:00"];
     let events: Vec<Event> = late.iter().enumerate().map(|(i, t)| failure(&format!("f{i}"), &format!("2024-03-12T{t}Z"), "ops")).collect();
     let fired: Vec<usize> = run_all(&set, &events).iter().map(Vec::len).collect();
-    assert_eq!(fired, [0, 0, 0, 1]);
+    assert_eq!(fired, [0, 0, 0, 4], "the late failure completes the burst, and all four fire");
     // Out of order but spread: 15:00 and 15:09 belong to different windows.
     let spread = ["15:09:00", "15:08:00", "15:00:00", "15:01:00", "15:07:00"];
     let events: Vec<Event> = spread.iter().enumerate().map(|(i, t)| failure(&format!("g{i}"), &format!("2024-03-12T{t}Z"), "ops")).collect();
@@ -615,7 +618,7 @@ fn sigma_count_aggregations_are_thresholds() {
             event(json!({"eventID": format!("l{i}"), "eventName": "ListBuckets", "eventTime": format!("2024-03-12T15:0{i}:00Z"), "userIdentity": {"arn": "a"}}))
         })
         .collect();
-    assert_eq!(run_all(&set, &events).iter().map(Vec::len).collect::<Vec<_>>(), [0, 0, 1]);
+    assert_eq!(run_all(&set, &events).iter().map(Vec::len).collect::<Vec<_>>(), [0, 0, 3]);
 }
 
 // ------------------------------------------------------------------ the index

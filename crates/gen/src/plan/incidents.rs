@@ -69,10 +69,10 @@ pub struct Alert {
     /// The rule's dedup group: field → value.
     pub group: Vec<(&'static str, String)>,
     /// The record that opens the alert: the group's first match (for a
-    /// threshold rule, the first match that takes the group over it).
+    /// threshold rule, the first match of its burst).
     pub first_event: String,
     /// Matches that raise or update the alert (for a threshold rule, those
-    /// while the group is over it).
+    /// of its bursts).
     pub count: u32,
 }
 
@@ -190,14 +190,14 @@ impl Planner<'_> {
                 first_event: failures[0].clone(),
                 count: 8,
             },
-            // More than 3 failures in 5 minutes: the 4th opens the alert, the next 4 update it.
+            // More than 3 failures in 5 minutes: the 4th makes a burst, and the alert holds all 8.
             Alert {
                 rule: "console-signin-brute-force",
                 account,
                 culprit: tried,
                 group: vec![("recipientAccountId", account_id.clone()), ("userIdentity.userName", user.name.clone())],
-                first_event: failures[3].clone(),
-                count: 5,
+                first_event: failures[0].clone(),
+                count: 8,
             },
             Alert {
                 rule: "console-signin-without-mfa",

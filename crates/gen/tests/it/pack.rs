@@ -2,9 +2,9 @@
 //! over plain records, independently of the generator: what a generated
 //! trail must (and must not) match. Dedup: one alert per rule and group
 //! (`recipientAccountId` unless the rule says more), a new one after 24 h
-//! without a match. A threshold rule's match counts only when more than
-//! `above` matches of its group fall within `window` of event time up to it:
-//! the first such match opens the alert, the next ones update it.
+//! without a match. A threshold rule's match counts only when it is part of
+//! a burst, more than `above` matches of its group within one `window` of
+//! event time: every match of the burst counts, the first opens the alert.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -336,7 +336,7 @@ impl Pack {
     }
 
     /// The alerts raised: a group's matches (for threshold rules, those
-    /// over the threshold) split where 24 h pass without one; each part is
+    /// of its bursts) split where 24 h pass without one; each part is
     /// an alert, with its first match and number of matches.
     pub fn alerts(&self) -> Vec<Raised> {
         let mut out = Vec::new();
@@ -345,13 +345,16 @@ impl Pack {
             let mut sorted = matches.clone();
             sorted.sort();
             if let Some((above, window)) = rule.threshold {
+                // Every match of a window holding more than `above` (a burst) counts.
                 let mut from = 0;
-                let mut over = Vec::with_capacity(sorted.len());
+                let mut over = vec![false; sorted.len()];
                 for (to, m) in sorted.iter().enumerate() {
                     while m.0 - sorted[from].0 > window {
                         from += 1;
                     }
-                    over.push(to - from + 1 > above);
+                    if to - from + 1 > above {
+                        over[from..=to].iter_mut().for_each(|o| *o = true);
+                    }
                 }
                 sorted = sorted.into_iter().zip(over).filter(|(_, over)| *over).map(|(m, _)| m).collect();
             }

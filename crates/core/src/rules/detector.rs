@@ -25,11 +25,15 @@ pub struct DetectorConfig {
     /// How late (behind the newest event time seen) a match may arrive and
     /// still be counted with the matches around it.
     pub lateness_ms: i64,
+    /// Detections a threshold rule holds at most for matches waiting to be
+    /// part of a burst (about a kilobyte each); past it, new matches count
+    /// but join no alert until room is made.
+    pub max_waiting_per_rule: usize,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        DetectorConfig { max_groups_per_rule: 10_000, lateness_ms: 15 * 60_000 }
+        DetectorConfig { max_groups_per_rule: 10_000, lateness_ms: 15 * 60_000, max_waiting_per_rule: 20_000 }
     }
 }
 
@@ -52,6 +56,10 @@ pub struct DetectorStats {
     pub threshold_groups: u64,
     /// Threshold groups dropped because of the cap.
     pub groups_dropped: u64,
+    /// Detections threshold rules hold now for matches waiting to be part of a burst.
+    pub threshold_waiting: u64,
+    /// Threshold matches that waited without their detection (past the cap): counted, in no alert.
+    pub threshold_unheld: u64,
 }
 
 /// Checks events against a rule set, keeping the threshold counts. One per
@@ -119,6 +127,8 @@ impl Detector {
         let mut stats = self.stats.clone();
         stats.groups_dropped = self.windows.iter().flatten().map(|w| w.dropped).sum();
         stats.threshold_groups = self.windows.iter().flatten().map(|w| w.groups() as u64).sum();
+        stats.threshold_waiting = self.windows.iter().flatten().map(|w| w.held() as u64).sum();
+        stats.threshold_unheld = self.windows.iter().flatten().map(|w| w.unheld).sum();
         stats
     }
 
@@ -229,6 +239,7 @@ impl Detector {
                     now: self.newest,
                     lateness_ms: self.config.lateness_ms,
                     max_groups: self.config.max_groups_per_rule,
+                    max_waiting: self.config.max_waiting_per_rule,
                     hold_fired: self.hold_fired,
                 };
                 let found = Box::new(detection(rule, &ctx));

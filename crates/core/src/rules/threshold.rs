@@ -20,7 +20,10 @@
 //! Times older than the newest event time seen minus the window and the
 //! allowed lateness are dropped, groups with nothing left go, and a rule
 //! keeps at most `max_groups_per_rule` groups (the quietest is dropped,
-//! with a warning, when a new one would exceed that).
+//! with a warning, when a new one would exceed that). A rule holds at most
+//! `max_waiting_per_rule` detections of matches not fired yet (each about a
+//! kilobyte); past it, new matches count but join no alert (a warning, and
+//! [`Windows::unheld`]) until fired or expired matches make room.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -34,8 +37,9 @@ const SPARE_TIMES: usize = 64;
 /// Whether a match has fired.
 #[derive(Debug)]
 enum Fired<T> {
-    /// Not part of a burst yet: its detection waits.
-    No(T),
+    /// Not part of a burst yet: its detection waits (None past the rule's
+    /// cap of waiting detections: it counts, but gives nothing when it fires).
+    No(Option<T>),
     /// Fired, not settled yet (the detection is kept in case it is taken back).
     Tentatively(T),
     Yes,
@@ -52,6 +56,11 @@ impl<T> Match<T> {
     fn position(&self) -> (EpochMillis, u64) {
         (self.at, self.event)
     }
+
+    /// Whether it holds a detection.
+    fn holds(&self) -> bool {
+        matches!(self.fired, Fired::No(Some(_)) | Fired::Tentatively(_))
+    }
 }
 
 #[derive(Debug)]
@@ -60,21 +69,34 @@ struct Group<T> {
     matches: VecDeque<Match<T>>,
 }
 
+impl<T> Group<T> {
+    fn held(&self) -> usize {
+        self.matches.iter().filter(|m| m.holds()).count()
+    }
+}
+
 /// The groups of one threshold rule; `T` is what a match gives when it fires.
 #[derive(Debug)]
 pub(crate) struct Windows<T> {
     groups: HashMap<String, Group<T>>,
     /// Groups dropped because of the cap.
     pub dropped: u64,
+    /// Matches that waited without their detection (the cap of waiting
+    /// detections was reached): they count, but join no alert.
+    pub unheld: u64,
+    /// Detections held (waiting, or fired and not settled).
+    held: usize,
     /// Trail time of the last warning about dropping groups.
     warned_at: Option<EpochMillis>,
+    /// Trail time of the last warning about the cap of waiting detections.
+    warned_full_at: Option<EpochMillis>,
     /// Matches fired since the last [`Windows::settle`]: group, time, event.
     unsettled: Vec<(String, EpochMillis, u64)>,
 }
 
 impl<T> Default for Windows<T> {
     fn default() -> Self {
-        Windows { groups: HashMap::new(), dropped: 0, warned_at: None, unsettled: Vec::new() }
+        Windows { groups: HashMap::new(), dropped: 0, unheld: 0, held: 0, warned_at: None, warned_full_at: None, unsettled: Vec::new() }
     }
 }
 
@@ -86,6 +108,8 @@ pub(crate) struct Limits<'a> {
     pub now: EpochMillis,
     pub lateness_ms: i64,
     pub max_groups: usize,
+    /// Detections the rule holds at most for matches not fired yet.
+    pub max_waiting: usize,
     /// Fired matches stay tentative until [`Windows::settle`].
     pub hold_fired: bool,
 }
@@ -109,17 +133,39 @@ impl<T: Clone> Windows<T> {
             }
             self.groups.insert(key.to_owned(), Group { matches: VecDeque::new() });
         }
+        let room = self.held < limits.max_waiting;
         let Some(group) = self.groups.get_mut(key) else { return 0 };
         let matches = &mut group.matches;
         let index = matches.partition_point(|m| m.position() < (at, event));
         match matches.get_mut(index) {
             // Read again: a match still waiting takes the newer detection (its origin may have settled).
-            Some(m) if m.position() == (at, event) => {
-                if let Fired::No(waiting) = &mut m.fired {
-                    *waiting = found;
+            Some(m) if m.position() == (at, event) => match &mut m.fired {
+                Fired::No(Some(waiting)) => *waiting = found,
+                Fired::No(waiting @ None) if room => {
+                    *waiting = Some(found);
+                    self.held += 1;
                 }
+                _ => {}
+            },
+            _ => {
+                let waiting = if room {
+                    self.held += 1;
+                    Some(found)
+                } else {
+                    self.unheld += 1;
+                    if self.warned_full_at.is_none_or(|t| limits.now.saturating_sub(t) >= threshold.window_ms) {
+                        self.warned_full_at = Some(limits.now);
+                        tracing::warn!(
+                            rule = limits.rule_id,
+                            max_waiting = limits.max_waiting,
+                            unheld_total = self.unheld,
+                            "threshold rule holds as many waiting matches as its cap: new matches count, but join no alert until room is made"
+                        );
+                    }
+                    None
+                };
+                matches.insert(index, Match { at, event, fired: Fired::No(waiting) });
             }
-            _ => matches.insert(index, Match { at, event, fired: Fired::No(found) }),
         }
         let (count, burst) = bursts(matches, at, threshold);
         if let Some(burst) = burst {
@@ -127,22 +173,22 @@ impl<T: Clone> Windows<T> {
                 if !matches!(m.fired, Fired::No(_)) {
                     continue;
                 }
-                let Fired::No(waiting) = std::mem::replace(&mut m.fired, Fired::Yes) else { continue };
+                let Fired::No(Some(waiting)) = std::mem::replace(&mut m.fired, Fired::Yes) else { continue };
                 if limits.hold_fired {
                     fire(waiting.clone());
                     m.fired = Fired::Tentatively(waiting);
                     self.unsettled.push((key.to_owned(), m.at, m.event));
                 } else {
                     fire(waiting);
+                    self.held -= 1;
                 }
             }
         }
         let cap = usize::try_from(threshold.above).unwrap_or(usize::MAX).saturating_add(1).saturating_add(SPARE_TIMES);
-        while matches.len() > cap {
-            matches.pop_front();
-        }
-        while matches.front().is_some_and(|m| m.at < horizon) {
-            matches.pop_front();
+        while matches.len() > cap || matches.front().is_some_and(|m| m.at < horizon) {
+            if matches.pop_front().is_some_and(|m| m.holds()) {
+                self.held -= 1;
+            }
         }
         if matches.is_empty() {
             self.groups.remove(key);
@@ -158,11 +204,13 @@ impl<T: Clone> Windows<T> {
             let Some(group) = self.groups.get_mut(&key) else { continue };
             let index = group.matches.partition_point(|m| m.position() < (at, event));
             let Some(m) = group.matches.get_mut(index).filter(|m| m.position() == (at, event)) else { continue };
-            m.fired = match std::mem::replace(&mut m.fired, Fired::Yes) {
-                Fired::Tentatively(waiting) if !keep => Fired::No(waiting),
-                Fired::Tentatively(_) | Fired::Yes => Fired::Yes,
-                Fired::No(waiting) => Fired::No(waiting),
-            };
+            if let Fired::Tentatively(waiting) = std::mem::replace(&mut m.fired, Fired::Yes) {
+                if keep {
+                    self.held -= 1;
+                } else {
+                    m.fired = Fired::No(Some(waiting));
+                }
+            }
         }
     }
 }
@@ -170,18 +218,22 @@ impl<T: Clone> Windows<T> {
 impl<T> Windows<T> {
     /// Forgets matches before `horizon`, and groups left with none.
     pub fn expire(&mut self, horizon: EpochMillis) {
+        let mut released = 0;
         self.groups.retain(|_, g| {
             while g.matches.front().is_some_and(|m| m.at < horizon) {
-                g.matches.pop_front();
+                if g.matches.pop_front().is_some_and(|m| m.holds()) {
+                    released += 1;
+                }
             }
             !g.matches.is_empty()
         });
+        self.held -= released;
     }
 
     fn drop_quietest(&mut self, limits: &Limits<'_>, window_ms: i64) {
         let quietest = self.groups.iter().min_by_key(|(_, g)| g.matches.back().map_or(EpochMillis::MIN, |m| m.at)).map(|(k, _)| k.clone());
-        if let Some(key) = quietest {
-            self.groups.remove(&key);
+        if let Some(group) = quietest.and_then(|key| self.groups.remove(&key)) {
+            self.held -= group.held();
             self.dropped += 1;
             let due = self.warned_at.is_none_or(|at| limits.now.saturating_sub(at) >= window_ms);
             if due {
@@ -198,6 +250,11 @@ impl<T> Windows<T> {
 
     pub fn groups(&self) -> usize {
         self.groups.len()
+    }
+
+    /// Detections held: matches waiting, and fired ones not settled.
+    pub fn held(&self) -> usize {
+        self.held
     }
 }
 
@@ -232,7 +289,7 @@ mod tests {
     static FIVE_MINUTES_OVER_3: Threshold = Threshold { above: 3, window_ms: 5 * MIN, by: Vec::new() };
 
     fn limits(now: EpochMillis) -> Limits<'static> {
-        Limits { rule_id: "r", threshold: &FIVE_MINUTES_OVER_3, now, lateness_ms: 10 * MIN, max_groups: 2, hold_fired: false }
+        Limits { rule_id: "r", threshold: &FIVE_MINUTES_OVER_3, now, lateness_ms: 10 * MIN, max_groups: 2, max_waiting: 100, hold_fired: false }
     }
 
     fn holding(now: EpochMillis) -> Limits<'static> {
@@ -298,6 +355,9 @@ mod tests {
             let (_, mut fired) = run(&mut w, &order, |_| Limits { lateness_ms: 60 * MIN, ..limits(50 * MIN) });
             fired.sort_unstable();
             assert_eq!(fired, expected, "order {round}: {order:?}");
+            assert_eq!(w.held(), 1, "only the lone match still holds its detection");
+            w.expire(EpochMillis::MAX);
+            assert_eq!((w.held(), w.groups()), (0, 0));
         }
     }
 
@@ -334,6 +394,23 @@ mod tests {
         assert_eq!(fired, [4 * MIN]);
         w.settle(true);
         assert!(w.unsettled.is_empty());
+    }
+
+    #[test]
+    fn waiting_detections_are_capped_and_room_is_made_by_firing_and_expiry() {
+        let capped = |now| Limits { max_groups: 100, max_waiting: 3, ..limits(now) };
+        let mut w = Windows::default();
+        let mut fired = Vec::new();
+        for (group, at) in [("a", 0), ("a", MIN), ("a", 2 * MIN), ("b", 2 * MIN), ("a", 3 * MIN)] {
+            w.record(group, at, id(at) + u64::from(group == "b"), at, &capped(at), |f| fired.push(f));
+        }
+        assert_eq!(fired, [0, MIN, 2 * MIN], "the fourth match of \"a\" came past the cap: it counts, and gives nothing");
+        assert_eq!((w.held(), w.unheld), (0, 2), "b's match and a's fourth waited without detections");
+        // Firing made room: a new match holds its detection again.
+        w.record("b", 3 * MIN, id(3 * MIN) + 1, -3, &capped(3 * MIN), |f| fired.push(f));
+        assert_eq!(w.held(), 1);
+        w.expire(EpochMillis::MAX);
+        assert_eq!(w.held(), 0, "expiry releases what waited");
     }
 
     #[test]

@@ -594,7 +594,7 @@ fn out_of_order_arrivals_count_by_event_time() {
 #[test]
 fn threshold_groups_are_bounded() {
     let set = threshold_rule();
-    let mut detector = Detector::with_config(Arc::clone(&set), DetectorConfig { max_groups_per_rule: 50, lateness_ms: 60_000 });
+    let mut detector = Detector::with_config(Arc::clone(&set), DetectorConfig { max_groups_per_rule: 50, lateness_ms: 60_000, ..DetectorConfig::default() });
     let mut out = Vec::new();
     for i in 0..200 {
         detector.check(&failure(&format!("f{i}"), "2024-03-12T15:00:00Z", &format!("user{i}")), None, &mut out);

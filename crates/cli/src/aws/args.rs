@@ -71,6 +71,11 @@ pub struct AwsOptions {
     /// Seconds identity resolution waits, after Athena failed or timed out, before asking it again (the events that need it wait meanwhile).
     #[arg(long, env = "TRAILWATCH_ATHENA_RETRY", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub athena_retry: u64,
+    /// Minutes of trail time (behind the newest event seen) an event waits for a missing session
+    /// before its origin becomes final: the fallback the record offers, else unresolved. Raise it
+    /// for backfills that deliver accounts far apart in trail time.
+    #[arg(long, env = "TRAILWATCH_PENDING_BOUND_MINUTES", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub pending_bound_minutes: u64,
 }
 
 /// How a service reads its queue.

@@ -204,7 +204,9 @@ pub fn identity_parts(clients: &Clients, settings: &Settings, athena: bool) -> a
     };
     let resolver = Arc::new(Resolver::new(sessions, fallback, config));
     let pending = Arc::new(DynamoPendingStore::new(clients.dynamodb.clone(), settings.tables.pending.clone()));
-    Ok((Arc::new(PendingSet::new(resolver, pending, PendingConfig::default())), archive))
+    let pending_config =
+        PendingConfig { bound_ms: i64::try_from(settings.options.pending_bound_minutes).unwrap_or(i64::MAX / 60_000) * 60_000, ..PendingConfig::default() };
+    Ok((Arc::new(PendingSet::new(resolver, pending, pending_config)), archive))
 }
 
 /// The digest checker of AWS mode: digests and log files read from the

@@ -120,7 +120,7 @@ async fn sigkill_of_the_collector_and_the_enricher_loses_nothing_on_aws() {
         let mut c = trailwatch(&moto);
         match target {
             Target::Collector => c.args(["collector", "--enricher-delay", "1", "--claim-seconds", "30"]),
-            Target::Enricher => c.args(["enricher", "--rule-lateness-minutes", "1440"]),
+            Target::Enricher => c.args(["enricher", "--rule-lateness-minutes", "1440", "--pending-bound-minutes", "1440"]),
         };
         c.args(["--wait-seconds", "1", "--visibility-seconds", "10", "--metrics-listen", &format!("127.0.0.1:{}", free_port())]);
         c

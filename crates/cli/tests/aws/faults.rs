@@ -212,8 +212,20 @@ async fn the_services_lose_nothing_when_aws_throttles_fails_resets_and_stalls() 
     let started = Instant::now();
     let collector_args = ["collector", "--wait-seconds", "1", "--enricher-delay", "1", "--visibility-seconds", "20", "--claim-seconds", "30"];
     let mut collector = stack.start(&proxy, "collector", &collector_args, collector_port);
-    let enricher_args =
-        ["enricher", "--wait-seconds", "1", "--visibility-seconds", "20", "--rule-lateness-minutes", "1440", "--no-organizations", "--athena-timeout", "10"];
+    let enricher_args = [
+        "enricher",
+        "--wait-seconds",
+        "1",
+        "--visibility-seconds",
+        "20",
+        "--rule-lateness-minutes",
+        "1440",
+        "--pending-bound-minutes",
+        "1440",
+        "--no-organizations",
+        "--athena-timeout",
+        "10",
+    ];
     let mut enricher = stack.start(&proxy, "enricher", &enricher_args, enricher_port);
     stack.upload().await;
     let took = stack.wait_final(&mut [&mut collector, &mut enricher], Duration::from_secs(240)).await;

@@ -389,8 +389,9 @@ async fn the_three_services_raise_the_expected_alerts_on_aws() {
     };
     let mut collector = Service::start("collector", collector_cmd(), logs, &env);
     let mut enricher_cmd = trailwatch(&moto);
-    // Files merged per day arrive up to a day apart in trail time: threshold windows must wait as long.
-    enricher_cmd.args(["enricher", "--wait-seconds", "1", "--visibility-seconds", "30", "--rule-lateness-minutes", "1440"]);
+    // Files merged per day arrive up to a day apart in trail time: threshold windows, and events
+    // waiting for the other account's copy of a cross-account call, must wait as long.
+    enricher_cmd.args(["enricher", "--wait-seconds", "1", "--visibility-seconds", "30", "--rule-lateness-minutes", "1440", "--pending-bound-minutes", "1440"]);
     enricher_cmd.args(["--metrics-listen", &format!("127.0.0.1:{enricher_metrics}"), "--queue-metrics-seconds", "2"]);
     let mut enricher = Service::start("enricher", enricher_cmd, logs, &env);
     let mut api_cmd = trailwatch(&moto);

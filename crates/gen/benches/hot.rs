@@ -132,7 +132,7 @@ fn parse(c: &mut Criterion) {
 
 fn resolve(c: &mut Criterion) {
     let trail = trail();
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let store = Arc::new(MemorySessionStore::new());
     runtime.block_on(store.put(trail.sessions.clone().into())).unwrap();
     // A batch from the busy middle of the day.

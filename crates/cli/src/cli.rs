@@ -457,4 +457,21 @@ mod tests {
         }
         assert_eq!(url_origin("https://u:p@hooks.example.com:8443/a/b?c=d"), "https://hooks.example.com:8443/…");
     }
+
+    /// `--pending-bound-minutes` sets how long in trail time an event waits for a missing session.
+    #[test]
+    fn the_pending_bound_is_a_setting_of_the_aws_services() {
+        let bound = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Some(Command::Enricher(e))) => Ok(crate::aws::enricher::pending_config(&e.aws).bound_ms),
+            Ok(other) => panic!("not the enricher: {other:?}"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(bound(&["trailwatch", "enricher"]), Ok(2 * 3_600_000), "two hours unless told");
+        assert_eq!(bound(&["trailwatch", "enricher", "--pending-bound-minutes", "1440"]), Ok(86_400_000));
+        assert_eq!(
+            bound(&["trailwatch", "enricher", "--pending-bound-minutes", "0"]),
+            Err(clap::error::ErrorKind::ValueValidation),
+            "no wait at all is refused"
+        );
+    }
 }

@@ -49,7 +49,7 @@ use trailwatch_enricher::alerting::{AlertPorts, WindowBeforeBatch};
 use trailwatch_enricher::delivery::{self, DeliveryConfig, DeliveryHandle, DeliveryStats};
 use trailwatch_enricher::{EnricherConfig, EnricherPorts};
 
-use super::args::EnricherArgs;
+use super::args::{AwsOptions, EnricherArgs};
 use super::metrics::{self, Counters, QueueGauges};
 use super::{queue_url, FileMessage, Settings, SESSION_MARGIN_MS};
 use crate::commands::shutdown_on_signal;
@@ -204,9 +204,14 @@ pub fn identity_parts(clients: &Clients, settings: &Settings, athena: bool) -> a
     };
     let resolver = Arc::new(Resolver::new(sessions, fallback, config));
     let pending = Arc::new(DynamoPendingStore::new(clients.dynamodb.clone(), settings.tables.pending.clone()));
-    let pending_config =
-        PendingConfig { bound_ms: i64::try_from(settings.options.pending_bound_minutes).unwrap_or(i64::MAX / 60_000) * 60_000, ..PendingConfig::default() };
-    Ok((Arc::new(PendingSet::new(resolver, pending, pending_config)), archive))
+    Ok((Arc::new(PendingSet::new(resolver, pending, pending_config(&settings.options))), archive))
+}
+
+/// How long an event waits for a missing session: `--pending-bound-minutes` of trail time.
+pub fn pending_config(options: &AwsOptions) -> PendingConfig {
+    // The flag is at most 100,000 minutes, so the product fits.
+    let minutes = i64::try_from(options.pending_bound_minutes).unwrap_or(100_000);
+    PendingConfig { bound_ms: minutes * 60_000, ..PendingConfig::default() }
 }
 
 /// The digest checker of AWS mode: digests and log files read from the
